@@ -1,0 +1,92 @@
+//! `GET /v1/deliveries/{id}` (status and attempts) and `POST /v1/deliveries/{id}/replay`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::{ApiError, ApiState};
+use crate::ids::DeliveryId;
+use crate::queue::ReplayOutcome;
+use crate::store::{AttemptRecord, DeliveryRecord};
+use crate::time::rfc3339;
+
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let store = state.gateway.store().clone();
+    let found = tokio::task::spawn_blocking(move || store.delivery(id))
+        .await
+        .map_err(|err| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            )
+        })??;
+    let (record, attempts) = found.ok_or_else(|| unknown(id))?;
+    Ok(Json(view(&record, &attempts)))
+}
+
+pub async fn replay(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = parse_id(&id)?;
+    match state.gateway.queue().replay(id).await? {
+        ReplayOutcome::Scheduled => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": id, "status": "pending"})),
+        )),
+        ReplayOutcome::NotFound => Err(unknown(id)),
+        ReplayOutcome::StillPending => Err(ApiError::conflict(
+            "conflict",
+            format!(
+                "delivery {id} is still pending; only delivered or dead-lettered deliveries can be replayed"
+            ),
+        )),
+        ReplayOutcome::EndpointDisabled => Err(ApiError::conflict(
+            "endpoint_disabled",
+            format!(
+                "delivery {id} belongs to a disabled endpoint; enable it first (POST /v1/endpoints/{{id}}/enable)"
+            ),
+        )),
+    }
+}
+
+fn parse_id(text: &str) -> Result<DeliveryId, ApiError> {
+    text.parse()
+        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))
+}
+
+fn unknown(id: DeliveryId) -> ApiError {
+    ApiError::not_found(format!("no delivery with id {id}"))
+}
+
+fn view(record: &DeliveryRecord, attempts: &[AttemptRecord]) -> serde_json::Value {
+    let attempts: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|attempt| {
+            serde_json::json!({
+                "number": attempt.number,
+                "at": rfc3339(attempt.at),
+                "status_code": attempt.status_code,
+                "latency_ms": attempt.latency_ms,
+                "error": attempt.error,
+                "response_snippet": attempt.response_snippet,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": record.id,
+        "event_id": record.event_id,
+        "endpoint_id": record.endpoint_id,
+        "status": record.status,
+        "attempt_count": record.attempt_count,
+        "next_attempt_at": record.next_attempt_at.map(rfc3339),
+        "last_error": record.last_error,
+        "created_at": rfc3339(record.created_at),
+        "attempts": attempts,
+    })
+}

@@ -1,0 +1,174 @@
+//! `POST /v1/events` and `POST /v1/events/batch`: publish events.
+//!
+//! The answer comes only after the event and its deliveries are committed. An
+//! `Idempotency-Key` makes a retried publish return the original event (200 with
+//! `idempotent-replayed: true`) instead of publishing twice.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, ApiState};
+use crate::events::{MAX_BATCH_EVENTS, PublishRequest};
+use crate::queue::{EventSummary, PublishOutcome};
+use crate::time::rfc3339;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+const MAX_KEY_LEN: usize = 255;
+const MAX_TYPE_LEN: usize = 128;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventBody {
+    #[serde(rename = "type")]
+    event_type: String,
+    data: serde_json::Value,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    events: Vec<EventBody>,
+}
+
+pub async fn publish(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut event: EventBody = parse(&body)?;
+    if let Some(value) = headers.get(IDEMPOTENCY_KEY) {
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::invalid_body("Idempotency-Key must be visible ASCII"))?;
+        event.idempotency_key = Some(key.to_owned());
+    }
+    let request = validate(event, None)?;
+    let outcome = state
+        .gateway
+        .publish(vec![request])
+        .await?
+        .pop()
+        .expect("one outcome per published event");
+    match outcome {
+        PublishOutcome::Created(summary) => {
+            Ok((StatusCode::CREATED, Json(view(&summary))).into_response())
+        }
+        PublishOutcome::Replayed(summary) => Ok((
+            StatusCode::OK,
+            [(REPLAYED, HeaderValue::from_static("true"))],
+            Json(view(&summary)),
+        )
+            .into_response()),
+        PublishOutcome::Conflict { key } => Err(conflict(&key)),
+    }
+}
+
+pub async fn publish_batch(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let batch: BatchBody = parse(&body)?;
+    if batch.events.is_empty() || batch.events.len() > MAX_BATCH_EVENTS {
+        return Err(ApiError::invalid_body(format!(
+            "`events` must hold 1 to {MAX_BATCH_EVENTS} events, got {}",
+            batch.events.len()
+        )));
+    }
+    let requests = batch
+        .events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| validate(event, Some(index)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let outcomes = state.gateway.publish(requests).await?;
+    let events: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            PublishOutcome::Created(summary) => view(summary),
+            PublishOutcome::Replayed(summary) => {
+                let mut item = view(summary);
+                item["idempotent_replayed"] = true.into();
+                item
+            }
+            PublishOutcome::Conflict { key } => conflict(key).to_json(),
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "events": events })),
+    )
+        .into_response())
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|err| ApiError::invalid_body(format!("the request body is not valid: {err}")))
+}
+
+/// Checks one event; `index` names its place in a batch for the message.
+fn validate(event: EventBody, index: Option<usize>) -> Result<PublishRequest, ApiError> {
+    let at = index
+        .map(|index| format!("events[{index}]: "))
+        .unwrap_or_default();
+    let type_ok = !event.event_type.is_empty()
+        && event.event_type.len() <= MAX_TYPE_LEN
+        && event
+            .event_type
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !type_ok {
+        return Err(ApiError::invalid_body(format!(
+            "{at}`type` must be 1 to {MAX_TYPE_LEN} characters of letters, digits, `.`, `_` \
+             or `-` (like \"payment.confirmed\")"
+        )));
+    }
+    if !event.data.is_object() {
+        return Err(ApiError::invalid_body(format!(
+            "{at}`data` must be a JSON object"
+        )));
+    }
+    if let Some(key) = &event.idempotency_key
+        && (key.is_empty() || key.len() > MAX_KEY_LEN)
+    {
+        return Err(ApiError::invalid_body(format!(
+            "{at}the idempotency key must be 1 to {MAX_KEY_LEN} characters"
+        )));
+    }
+    Ok(PublishRequest {
+        event_type: event.event_type,
+        data: event.data,
+        idempotency_key: event.idempotency_key,
+    })
+}
+
+fn conflict(key: &str) -> ApiError {
+    ApiError::conflict(
+        "idempotency_conflict",
+        format!(
+            "idempotency key `{key}` was already used for a different event; use a new key \
+             for new content"
+        ),
+    )
+}
+
+fn view(summary: &EventSummary) -> serde_json::Value {
+    let deliveries: Vec<serde_json::Value> = summary
+        .deliveries
+        .iter()
+        .map(|(id, endpoint_id)| serde_json::json!({"id": id, "endpoint_id": endpoint_id}))
+        .collect();
+    serde_json::json!({
+        "id": summary.id,
+        "type": summary.event_type,
+        "timestamp": rfc3339(summary.created_at),
+        "deliveries": deliveries,
+    })
+}

@@ -1,0 +1,572 @@
+//! Configuration: one TOML file, then environment overrides, then validation.
+//!
+//! Every field has a default except the admin token and the endpoints' urls and secrets, so a
+//! short file is a working file. `host/config.example.toml` documents each field. The original
+//! service's `WEBHOOK_URL` / `WEBHOOK_SECRET` variables still work: they define (or override) an
+//! endpoint called `default` that receives every event type.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::signing::Secret;
+use crate::time::{UnixMillis, parse_rfc3339};
+
+/// The endpoint id that `WEBHOOK_URL` / `WEBHOOK_SECRET` define.
+pub const DEFAULT_ENDPOINT_ID: &str = "default";
+
+/// A configuration that could not be loaded; the message says which field and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of one gateway process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// The admin HTTP API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the admin API binds; port 0 picks a free port (printed on stdout).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for `/v1`. Required: there is no built-in default.
+    pub admin_token: Option<Secret>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            admin_token: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8600))
+}
+
+/// Where the durable state lives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The redb file; created on first start.
+    #[serde(default = "default_store_path")]
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            path: default_store_path(),
+        }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("hookgate.redb")
+}
+
+/// Delivery defaults; each endpoint may override the retry policy, concurrency and timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    #[serde(default = "default_connect_timeout", with = "duration_text")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_request_timeout", with = "duration_text")]
+    pub request_timeout: Duration,
+    /// Delay before attempt 1, 2, …; its length is the number of attempts.
+    #[serde(default = "default_retry_schedule", with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// Each delay is scaled by a random factor in `1 ± retry_jitter`.
+    #[serde(default = "default_retry_jitter")]
+    pub retry_jitter: f64,
+    /// Upper bound for a receiver's `Retry-After`.
+    #[serde(default = "default_max_retry_after", with = "duration_text")]
+    pub max_retry_after: Duration,
+    /// Requests in flight per endpoint.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_connect_timeout(),
+            request_timeout: default_request_timeout(),
+            retry_schedule: default_retry_schedule(),
+            retry_jitter: default_retry_jitter(),
+            max_retry_after: default_max_retry_after(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Svix / Standard Webhooks style: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub fn default_retry_schedule() -> Vec<Duration> {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    [
+        0,
+        5,
+        5 * MIN,
+        30 * MIN,
+        2 * HOUR,
+        5 * HOUR,
+        10 * HOUR,
+        10 * HOUR,
+    ]
+    .into_iter()
+    .map(Duration::from_secs)
+    .collect()
+}
+
+fn default_retry_jitter() -> f64 {
+    0.2
+}
+
+fn default_max_retry_after() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_concurrency() -> usize {
+    32
+}
+
+/// One receiver of webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    pub id: String,
+    pub url: String,
+    pub secret: Secret,
+    /// The secret being rotated out; it keeps signing until `previous_secret_expires_at`.
+    pub previous_secret: Option<Secret>,
+    /// RFC 3339; required with `previous_secret`.
+    pub previous_secret_expires_at: Option<String>,
+    /// Event types this endpoint receives; `"*"` means all.
+    #[serde(default = "all_event_types")]
+    pub event_types: Vec<String>,
+    #[serde(default, with = "optional_duration_list")]
+    pub retry_schedule: Option<Vec<Duration>>,
+    pub retry_jitter: Option<f64>,
+    pub concurrency: Option<usize>,
+    #[serde(default, with = "optional_duration_text")]
+    pub request_timeout: Option<Duration>,
+}
+
+fn all_event_types() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+impl EndpointConfig {
+    /// An endpoint built from the original service's two variables.
+    fn from_legacy_env(url: String, secret: Secret) -> Self {
+        Self {
+            id: DEFAULT_ENDPOINT_ID.to_owned(),
+            url,
+            secret,
+            previous_secret: None,
+            previous_secret_expires_at: None,
+            event_types: all_event_types(),
+            retry_schedule: None,
+            retry_jitter: None,
+            concurrency: None,
+            request_timeout: None,
+        }
+    }
+
+    /// The previous secret's expiry in unix milliseconds, when one is configured.
+    pub fn previous_secret_expiry(&self) -> Option<UnixMillis> {
+        self.previous_secret_expires_at
+            .as_deref()
+            .and_then(|text| parse_rfc3339(text).ok())
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment and validates the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path, |name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (from `path`, for messages), applies `env` and validates.
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("HOOKGATE_LISTEN") {
+            self.server.listen = listen.parse().map_err(|err| ConfigError::Env {
+                name: "HOOKGATE_LISTEN",
+                message: format!("`{listen}` is not an address like 127.0.0.1:8600 ({err})"),
+            })?;
+        }
+        if let Some(token) = env("HOOKGATE_ADMIN_TOKEN") {
+            self.server.admin_token = Some(Secret::new(token));
+        }
+        if let Some(path) = env("HOOKGATE_DB") {
+            self.store.path = PathBuf::from(path);
+        }
+        match (env("WEBHOOK_URL"), env("WEBHOOK_SECRET")) {
+            (Some(url), Some(secret)) => {
+                let secret = Secret::new(secret);
+                match self
+                    .endpoints
+                    .iter_mut()
+                    .find(|endpoint| endpoint.id == DEFAULT_ENDPOINT_ID)
+                {
+                    Some(endpoint) => {
+                        endpoint.url = url;
+                        endpoint.secret = secret;
+                    }
+                    None => self
+                        .endpoints
+                        .push(EndpointConfig::from_legacy_env(url, secret)),
+                }
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::Env {
+                    name: "WEBHOOK_SECRET",
+                    message: "WEBHOOK_URL is set but WEBHOOK_SECRET is not; every delivery is \
+                              signed, so set a secret for the default endpoint"
+                        .to_owned(),
+                });
+            }
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        match &self.server.admin_token {
+            None => {
+                return invalid(
+                    "server.admin_token is not set: set it in the config file or in \
+                     HOOKGATE_ADMIN_TOKEN (there is no default token)"
+                        .to_owned(),
+                );
+            }
+            Some(token) if token.expose().len() < 8 => {
+                return invalid("server.admin_token must be at least 8 characters".to_owned());
+            }
+            Some(_) => {}
+        }
+        validate_policy(
+            "delivery",
+            &self.delivery.retry_schedule,
+            self.delivery.retry_jitter,
+            self.delivery.concurrency,
+        )?;
+        let mut seen = HashSet::new();
+        for endpoint in &self.endpoints {
+            let at = format!("endpoint `{}`", endpoint.id);
+            if endpoint.id.is_empty()
+                || !endpoint
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "{at}: ids use letters, digits, `-` and `_` only (and are not empty)"
+                ));
+            }
+            if !seen.insert(endpoint.id.as_str()) {
+                return invalid(format!("{at} is defined twice"));
+            }
+            match reqwest::Url::parse(&endpoint.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return invalid(format!(
+                        "{at}: url `{}` is not an http(s) URL",
+                        endpoint.url
+                    ));
+                }
+            }
+            endpoint
+                .secret
+                .validate()
+                .map_err(|err| ConfigError::Invalid(format!("{at}: secret {err}")))?;
+            match (
+                &endpoint.previous_secret,
+                &endpoint.previous_secret_expires_at,
+            ) {
+                (Some(previous), Some(expiry)) => {
+                    previous.validate().map_err(|err| {
+                        ConfigError::Invalid(format!("{at}: previous_secret {err}"))
+                    })?;
+                    if parse_rfc3339(expiry).is_err() {
+                        return invalid(format!(
+                            "{at}: previous_secret_expires_at `{expiry}` is not RFC 3339 \
+                             (like 2026-12-01T00:00:00Z)"
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return invalid(format!(
+                        "{at}: previous_secret needs previous_secret_expires_at, so the old \
+                         secret stops signing at a known time"
+                    ));
+                }
+                (None, Some(_)) => {
+                    return invalid(format!(
+                        "{at}: previous_secret_expires_at is set without previous_secret"
+                    ));
+                }
+                (None, None) => {}
+            }
+            if endpoint.event_types.is_empty() {
+                return invalid(format!(
+                    "{at}: event_types is empty; use [\"*\"] for every type"
+                ));
+            }
+            validate_policy(
+                &at,
+                endpoint
+                    .retry_schedule
+                    .as_deref()
+                    .unwrap_or(&self.delivery.retry_schedule),
+                endpoint.retry_jitter.unwrap_or(self.delivery.retry_jitter),
+                endpoint.concurrency.unwrap_or(self.delivery.concurrency),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_policy(
+    at: &str,
+    schedule: &[Duration],
+    jitter: f64,
+    concurrency: usize,
+) -> Result<(), ConfigError> {
+    if schedule.is_empty() {
+        return Err(ConfigError::Invalid(format!(
+            "{at}: retry_schedule needs at least one entry (the delay before the first attempt)"
+        )));
+    }
+    if !(0.0..1.0).contains(&jitter) {
+        return Err(ConfigError::Invalid(format!(
+            "{at}: retry_jitter must be in [0, 1), got {jitter}"
+        )));
+    }
+    if concurrency == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "{at}: concurrency must be at least 1"
+        )));
+    }
+    Ok(())
+}
+
+/// Durations written as text: `"500ms"`, `"5s"`, `"30m"`, `"2h"`.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text).map_err(|err| {
+            format!("`{text}` is not a duration like \"500ms\", \"5s\" or \"2h\" ({err})")
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(deserializer)?
+            .map(|text| super::duration_text::parse(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn parse(texts: &[String]) -> Result<Vec<Duration>, String> {
+        texts
+            .iter()
+            .map(|text| super::duration_text::parse(text))
+            .collect()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        parse(&texts).map_err(serde::de::Error::custom)
+    }
+}
+
+mod optional_duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Vec<Duration>>, D::Error> {
+        Option::<Vec<String>>::deserialize(deserializer)?
+            .map(|texts| super::duration_list::parse(&texts).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [server]
+        admin_token = "a-long-token"
+        [[endpoints]]
+        id = "orders"
+        url = "http://127.0.0.1:9000/hook"
+        secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), |name| {
+            env.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        })
+    }
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.server.listen, default_listen());
+        assert_eq!(config.delivery.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.delivery.request_timeout, Duration::from_secs(15));
+        assert_eq!(config.delivery.retry_schedule.len(), 8);
+        assert_eq!(config.delivery.retry_schedule[2], Duration::from_secs(300));
+        assert_eq!(config.endpoints[0].event_types, vec!["*"]);
+    }
+
+    #[test]
+    fn legacy_webhook_variables_define_the_default_endpoint() {
+        let config = load(
+            MINIMAL,
+            &[
+                ("WEBHOOK_URL", "http://127.0.0.1:1/x"),
+                ("WEBHOOK_SECRET", "s3cret"),
+            ],
+        )
+        .unwrap();
+        let default = config
+            .endpoints
+            .iter()
+            .find(|endpoint| endpoint.id == DEFAULT_ENDPOINT_ID)
+            .unwrap();
+        assert_eq!(default.url, "http://127.0.0.1:1/x");
+        assert_eq!(default.secret.expose(), "s3cret");
+    }
+
+    #[test]
+    fn webhook_url_without_a_secret_is_refused_with_a_reason() {
+        let err = load(MINIMAL, &[("WEBHOOK_URL", "http://127.0.0.1:1/x")]).unwrap_err();
+        assert!(err.to_string().contains("WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_admin_token_is_refused() {
+        let err = load("", &[]).unwrap_err();
+        assert!(err.to_string().contains("admin_token"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_duration_names_the_text() {
+        let text = MINIMAL.replace(
+            "[server]",
+            "[delivery]\nrequest_timeout = \"soon\"\n[server]",
+        );
+        let err = load(&text, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("`soon` is not a duration"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_previous_secret_needs_an_expiry() {
+        let text = format!("{MINIMAL}\nprevious_secret = \"old-secret\"\n");
+        let err = load(&text, &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("previous_secret_expires_at"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let config = load(MINIMAL, &[]).unwrap();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("C2FVsBQIhrscChlQIMV"), "{printed}");
+        assert!(!printed.contains("a-long-token"), "{printed}");
+    }
+}

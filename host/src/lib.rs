@@ -1,0 +1,29 @@
+//! Hookgate: a WebAssembly-pluggable webhook gateway for crypto payments.
+//!
+//! Data flows one way through the modules, each named for what it does:
+//!
+//! ```text
+//! admin (publish) ─▶ queue::writer ─(one redb commit)─▶ delivery::lanes ─▶ delivery::sender ─▶ HTTP
+//!                        ▲                                   │
+//!                        └──────── attempt results ──────────┘   delivery::scheduler (retries, recovery)
+//! ```
+//!
+//! * [`config`] — the TOML file plus environment overrides.
+//! * [`store`] — the redb schema and read-side queries.
+//! * [`events`] — publish requests into events with their fan-out and default body.
+//! * [`queue`] — the single writer that group-commits events, deliveries and attempt results.
+//! * [`delivery`] — retry policy, per-endpoint lanes of HTTP workers, the retry timer.
+//! * [`signing`] — `X-Webhook-Signature` and Standard Webhooks signatures.
+//! * [`admin`] — the HTTP API operators and merchants drive.
+//! * [`gateway`] — wires the pieces together and runs them.
+
+pub mod admin;
+pub mod config;
+pub mod delivery;
+pub mod events;
+pub mod gateway;
+pub mod ids;
+pub mod queue;
+pub mod signing;
+pub mod store;
+pub mod time;

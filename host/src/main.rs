@@ -1,0 +1,90 @@
+//! The `hookgate` command: `hookgate serve --config FILE`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use hookgate::config::Config;
+use hookgate::gateway::Gateway;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "hookgate",
+    version,
+    about = "WebAssembly-pluggable webhook gateway for crypto payments"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: admin API, delivery engine and retry scheduler.
+    Serve {
+        /// The TOML configuration file (see host/config.example.toml).
+        #[arg(long, short, env = "HOOKGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve { config } => serve(config),
+    }
+}
+
+fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let token = config
+            .server
+            .admin_token
+            .clone()
+            .context("server.admin_token is not set")?;
+        let gateway = Gateway::start(&config).await?;
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let address = listener.local_addr()?;
+        tracing::info!(%address, store = %config.store.path.display(), "hookgate started");
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "hookgate: admin API listening on http://{address}")?;
+        stdout.flush()?;
+        drop(stdout);
+        axum::serve(listener, hookgate::admin::router(gateway, token))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the admin API stopped")?;
+        tracing::info!("shut down; pending deliveries resume at the next start");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {},
+            _ = terminate.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,198 @@
+//! The durable delivery queue: every state change goes through one writer.
+//!
+//! Callers (the admin API publishing events, delivery workers reporting attempts, operators
+//! replaying) send a [`Command`] over a bounded channel to the writer thread
+//! ([`writer`]), which drains whatever has queued up — up to a few thousand commands — into
+//! one redb write transaction, commits it with one fsync, and only then answers each caller and
+//! hands the committed work on through [`Sink`]. That is the transactional outbox: a caller that
+//! hears "committed" can rely on the event being delivered, and nothing is dispatched that a
+//! crash could still roll back. Under load the batch grows by itself (commands queue while the
+//! previous commit syncs), so a lone event never waits for company.
+
+pub mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ids::{DeliveryId, EventId};
+use crate::store::{AttemptRecord, StoreError};
+use crate::time::UnixMillis;
+
+/// The queue could not take the command; the message says why.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue writer has stopped; the gateway is shutting down")]
+    Closed,
+    #[error("the store failed to commit: {0}")]
+    Store(Arc<StoreError>),
+}
+
+/// An event ready to be committed, with its fan-out already decided.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub event_type: String,
+    pub created_at: UnixMillis,
+    pub data: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub fingerprint: String,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// One delivery of a new event: the endpoint and the exact bytes it will receive.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: DeliveryId,
+    pub endpoint_id: String,
+    pub body: Bytes,
+}
+
+/// What the queue knows about a committed event, as the API reports it.
+#[derive(Debug, Clone)]
+pub struct EventSummary {
+    pub id: EventId,
+    pub event_type: String,
+    pub created_at: UnixMillis,
+    pub deliveries: Vec<(DeliveryId, String)>,
+}
+
+/// The result of publishing one event.
+#[derive(Debug, Clone)]
+pub enum PublishOutcome {
+    /// Committed now.
+    Created(EventSummary),
+    /// The idempotency key was seen before with the same content: the original event.
+    Replayed(EventSummary),
+    /// The idempotency key was seen before with different content; nothing was written.
+    Conflict { key: String },
+}
+
+/// A committed delivery that is due now, handed to the delivery workers.
+#[derive(Debug, Clone)]
+pub struct ReadyDelivery {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub endpoint_id: String,
+    /// The number of the attempt about to be made, over the delivery's life (1-based).
+    pub attempt_number: u32,
+    /// The position of that attempt in the current retry cycle (1-based).
+    pub attempt_in_cycle: u32,
+    pub body: Bytes,
+}
+
+/// What an attempt decided for its delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Delivered,
+    Retry {
+        at: UnixMillis,
+    },
+    DeadLetter {
+        reason: String,
+    },
+    /// The receiver answered 410 Gone: disable the endpoint and dead-letter the delivery.
+    DisableEndpoint {
+        reason: String,
+    },
+}
+
+/// The result of one attempt, for the writer to record.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: String,
+    /// The HTTP attempt; `None` when the delivery was settled without sending (e.g. the
+    /// endpoint is disabled).
+    pub attempt: Option<AttemptRecord>,
+    pub decision: Decision,
+}
+
+/// The result of a replay request.
+#[derive(Debug, Clone)]
+pub enum ReplayOutcome {
+    Scheduled,
+    NotFound,
+    StillPending,
+    EndpointDisabled,
+}
+
+/// One request to the writer.
+#[derive(Debug)]
+pub enum Command {
+    Publish {
+        events: Vec<NewEvent>,
+        reply: oneshot::Sender<Result<Vec<PublishOutcome>, QueueError>>,
+    },
+    RecordAttempt(AttemptReport),
+    Replay {
+        id: DeliveryId,
+        reply: oneshot::Sender<Result<ReplayOutcome, QueueError>>,
+    },
+    SetEndpointEnabled {
+        endpoint_id: String,
+        enabled: bool,
+        reason: Option<String>,
+        reply: oneshot::Sender<Result<(), QueueError>>,
+    },
+}
+
+/// Where committed work goes next; implemented by the delivery engine.
+pub trait Sink: Send + Sync + 'static {
+    /// A delivery that is due now (freshly published or replayed).
+    fn deliver_now(&self, delivery: ReadyDelivery);
+    /// A delivery whose next attempt is due at `at`.
+    fn retry_at(&self, id: DeliveryId, at: UnixMillis);
+    /// An endpoint was disabled (410) or enabled again.
+    fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
+}
+
+/// The sending side of the writer's channel; cheap to clone.
+#[derive(Clone)]
+pub struct QueueHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl QueueHandle {
+    /// Commits the events and their deliveries; returns once they are durable.
+    pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishOutcome>, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Publish { events, reply }).await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Queues an attempt's result for the next commit.
+    pub async fn record_attempt(&self, report: AttemptReport) -> Result<(), QueueError> {
+        self.send(Command::RecordAttempt(report)).await
+    }
+
+    /// Makes a finished delivery pending again, due now.
+    pub async fn replay(&self, id: DeliveryId) -> Result<ReplayOutcome, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Replay { id, reply }).await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Enables or disables an endpoint durably.
+    pub async fn set_endpoint_enabled(
+        &self,
+        endpoint_id: String,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::SetEndpointEnabled {
+            endpoint_id,
+            enabled,
+            reason,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), QueueError> {
+        self.tx.send(command).await.map_err(|_| QueueError::Closed)
+    }
+}

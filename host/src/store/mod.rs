@@ -1,0 +1,261 @@
+//! The durable state: one redb file holding endpoints, events, deliveries, attempts and the
+//! due-time index.
+//!
+//! Only [`crate::queue::writer`] opens write transactions (through [`Tables`]); everything else
+//! reads through [`Store`], whose read transactions are MVCC snapshots that never block the
+//! writer. Records are JSON so the file stays inspectable; bodies are kept raw in their own table
+//! so updating a delivery's status never rewrites its payload.
+
+mod records;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use crate::ids::{DeliveryId, EventId};
+use crate::time::UnixMillis;
+
+pub use records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointState, EventRecord};
+
+/// Event id → [`EventRecord`] (JSON).
+pub(crate) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");
+/// Idempotency key → event id.
+pub(crate) const IDEMPOTENCY: TableDefinition<&str, u128> = TableDefinition::new("idempotency");
+/// Delivery id → [`DeliveryRecord`] (JSON).
+pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
+/// Delivery id → the exact body bytes every attempt sends.
+pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
+/// (delivery id, attempt number) → [`AttemptRecord`] (JSON).
+pub(crate) const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
+/// (due at, delivery id) for every pending delivery: what recovery and retries read.
+pub(crate) const DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("due");
+/// (dead-lettered at, delivery id): the dead-letter list, oldest first.
+pub(crate) const DEAD_LETTERS: TableDefinition<(u64, u128), ()> =
+    TableDefinition::new("dead_letters");
+/// Endpoint id → [`EndpointState`] (JSON): what the gateway learned about it (e.g. disabled).
+pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+
+/// A failure of the store; the message names the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the redb file {path}: {source}")]
+    Open {
+        path: String,
+        source: Box<redb::DatabaseError>,
+    },
+    #[error("redb: {0}")]
+    Redb(#[from] Box<redb::Error>),
+    #[error("a stored record is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+macro_rules! from_redb {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StoreError {
+            fn from(error: $error) -> Self {
+                StoreError::Redb(Box::new(error.into()))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A pending delivery as it is read back for sending: its record and its body.
+#[derive(Debug, Clone)]
+pub struct PendingDelivery {
+    pub record: DeliveryRecord,
+    pub body: Vec<u8>,
+}
+
+/// Read access to the redb file; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the redb file and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
+                path: path.display().to_string(),
+                source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(err))),
+            })?;
+        }
+        let db = Database::create(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })?;
+        let txn = db.begin_write()?;
+        Tables::open(&txn)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// A delivery and its attempts, oldest attempt first.
+    pub fn delivery(
+        &self,
+        id: DeliveryId,
+    ) -> Result<Option<(DeliveryRecord, Vec<AttemptRecord>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let Some(raw) = deliveries.get(id.as_u128())? else {
+            return Ok(None);
+        };
+        let record: DeliveryRecord = serde_json::from_slice(raw.value())?;
+        let attempts = txn.open_table(ATTEMPTS)?;
+        let mut list = Vec::new();
+        for entry in attempts.range((id.as_u128(), 0)..=(id.as_u128(), u32::MAX))? {
+            let (_, raw) = entry?;
+            list.push(serde_json::from_slice(raw.value())?);
+        }
+        Ok(Some((record, list)))
+    }
+
+    /// The given deliveries that are still pending, with their bodies, read in one snapshot.
+    pub fn pending_deliveries(
+        &self,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let bodies = txn.open_table(BODIES)?;
+        let mut list = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(raw) = deliveries.get(id.as_u128())? else {
+                continue;
+            };
+            let record: DeliveryRecord = serde_json::from_slice(raw.value())?;
+            if record.status != DeliveryStatus::Pending {
+                continue;
+            }
+            let body = bodies
+                .get(id.as_u128())?
+                .map(|raw| raw.value().to_vec())
+                .unwrap_or_default();
+            list.push(PendingDelivery { record, body });
+        }
+        Ok(list)
+    }
+
+    /// Entries of the due-time index with `from <= due < until`, earliest first.
+    pub fn due_between(
+        &self,
+        from: UnixMillis,
+        until: UnixMillis,
+    ) -> Result<Vec<(UnixMillis, DeliveryId)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let mut list = Vec::new();
+        for entry in due.range((from, 0)..(until, 0))? {
+            let (key, _) = entry?;
+            let (at, id) = key.value();
+            list.push((at, DeliveryId::from_u128(id)));
+        }
+        Ok(list)
+    }
+
+    /// One event.
+    pub fn event(&self, id: EventId) -> Result<Option<EventRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        match events.get(id.as_u128())? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What the gateway recorded about each endpoint (e.g. disabled by a 410).
+    pub fn endpoint_states(&self) -> Result<HashMap<String, EndpointState>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let endpoints = txn.open_table(ENDPOINTS)?;
+        let mut states = HashMap::new();
+        for entry in endpoints.iter()? {
+            let (id, raw) = entry?;
+            states.insert(id.value().to_owned(), serde_json::from_slice(raw.value())?);
+        }
+        Ok(states)
+    }
+
+    /// Number of deliveries still waiting to be sent.
+    pub fn pending_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(DUE)?.len()?)
+    }
+}
+
+/// Every table, opened inside one write transaction.
+pub(crate) struct Tables<'txn> {
+    pub events: redb::Table<'txn, u128, &'static [u8]>,
+    pub idempotency: redb::Table<'txn, &'static str, u128>,
+    pub deliveries: redb::Table<'txn, u128, &'static [u8]>,
+    pub bodies: redb::Table<'txn, u128, &'static [u8]>,
+    pub attempts: redb::Table<'txn, (u128, u32), &'static [u8]>,
+    pub due: redb::Table<'txn, (u64, u128), ()>,
+    pub dead_letters: redb::Table<'txn, (u64, u128), ()>,
+    pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
+}
+
+impl<'txn> Tables<'txn> {
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            events: txn.open_table(EVENTS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            deliveries: txn.open_table(DELIVERIES)?,
+            bodies: txn.open_table(BODIES)?,
+            attempts: txn.open_table(ATTEMPTS)?,
+            due: txn.open_table(DUE)?,
+            dead_letters: txn.open_table(DEAD_LETTERS)?,
+            endpoints: txn.open_table(ENDPOINTS)?,
+        })
+    }
+
+    pub fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
+        match self.deliveries.get(id.as_u128())? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_delivery(&mut self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(record)?;
+        self.deliveries
+            .insert(record.id.as_u128(), raw.as_slice())?;
+        Ok(())
+    }
+
+    pub fn event(&self, id: EventId) -> Result<Option<EventRecord>, StoreError> {
+        match self.events.get(id.as_u128())? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_endpoint_state(
+        &mut self,
+        id: &str,
+        state: &EndpointState,
+    ) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(state)?;
+        self.endpoints.insert(id, raw.as_slice())?;
+        Ok(())
+    }
+}

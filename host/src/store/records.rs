@@ -1,0 +1,72 @@
+//! The records kept in redb. Field names are the stored JSON; add fields with defaults only.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DeliveryId, EventId};
+use crate::time::UnixMillis;
+
+/// One published event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: EventId,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub created_at: UnixMillis,
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the type and data, to tell a retried publish from a conflicting one.
+    pub fingerprint: String,
+    /// The deliveries the event fanned out to, as (delivery id, endpoint id).
+    pub deliveries: Vec<(DeliveryId, String)>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    DeadLettered,
+}
+
+/// One event bound for one endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub endpoint_id: String,
+    pub status: DeliveryStatus,
+    pub created_at: UnixMillis,
+    /// Attempts made so far, over the delivery's whole life.
+    pub attempt_count: u32,
+    /// `attempt_count` when the current retry cycle began (0, or the count at the last replay).
+    #[serde(default)]
+    pub cycle_start: u32,
+    /// When the next attempt is due; also its key in the due-time index. `None` once final.
+    pub next_attempt_at: Option<UnixMillis>,
+    /// When it was dead-lettered; also its key in the dead-letter index.
+    #[serde(default)]
+    pub dead_lettered_at: Option<UnixMillis>,
+    pub last_error: Option<String>,
+}
+
+/// One HTTP attempt and what came of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub number: u32,
+    pub at: UnixMillis,
+    pub status_code: Option<u16>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+    /// At most 1 KiB of the response body, lossily decoded as UTF-8.
+    pub response_snippet: Option<String>,
+}
+
+/// What the gateway learned about an endpoint at run time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EndpointState {
+    /// Why the endpoint is disabled; `None` while it is enabled.
+    pub disabled_reason: Option<String>,
+    pub disabled_at: Option<UnixMillis>,
+}
