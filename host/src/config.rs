@@ -48,6 +48,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub plugins: PluginsConfig,
+    #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
 }
 
@@ -170,6 +172,66 @@ fn default_concurrency() -> usize {
     32
 }
 
+/// The WASM plugin runtime: where plugins come from and what one call may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Watched directory: each `NAME.wasm` is plugin `NAME`; add, replace or remove files
+    /// while the gateway runs. No directory, no plugins.
+    pub dir: Option<PathBuf>,
+    /// Compiled plugins, keyed by content hash and engine, so a restart does not recompile.
+    /// Default: `plugin-cache` next to the redb file.
+    pub cache_dir: Option<PathBuf>,
+    /// CPU time one call may take before it is interrupted.
+    #[serde(default = "default_plugin_time_limit", with = "duration_text")]
+    pub time_limit: Duration,
+    /// Linear memory one plugin instance may grow to, in MiB.
+    #[serde(default = "default_plugin_memory_mib")]
+    pub memory_limit_mib: usize,
+    /// Largest body a transform may return, in KiB.
+    #[serde(default = "default_plugin_output_kib")]
+    pub output_limit_kib: usize,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            cache_dir: None,
+            time_limit: default_plugin_time_limit(),
+            memory_limit_mib: default_plugin_memory_mib(),
+            output_limit_kib: default_plugin_output_kib(),
+        }
+    }
+}
+
+fn default_plugin_time_limit() -> Duration {
+    Duration::from_millis(10)
+}
+
+fn default_plugin_memory_mib() -> usize {
+    16
+}
+
+fn default_plugin_output_kib() -> usize {
+    256
+}
+
+/// One step of an endpoint's plugin chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginStepConfig {
+    /// The plugin's name: its file is `NAME.wasm` in the plugins directory.
+    pub name: String,
+    /// Handed to the plugin as JSON text; any TOML table or value.
+    #[serde(default = "empty_table")]
+    pub config: toml::Value,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(toml::Table::new())
+}
+
 /// One receiver of webhooks.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +252,10 @@ pub struct EndpointConfig {
     pub concurrency: Option<usize>,
     #[serde(default, with = "optional_duration_text")]
     pub request_timeout: Option<Duration>,
+    /// Plugins run in order on each event for this endpoint: every filter may drop it, each
+    /// transform reshapes the body the next one sees.
+    #[serde(default)]
+    pub plugins: Vec<PluginStepConfig>,
 }
 
 fn all_event_types() -> Vec<String> {
@@ -210,6 +276,7 @@ impl EndpointConfig {
             retry_jitter: None,
             concurrency: None,
             request_timeout: None,
+            plugins: Vec::new(),
         }
     }
 
@@ -304,6 +371,16 @@ impl Config {
             }
             Some(_) => {}
         }
+        let plugins = &self.plugins;
+        if plugins.time_limit.is_zero()
+            || plugins.memory_limit_mib == 0
+            || plugins.output_limit_kib == 0
+        {
+            return invalid(
+                "plugins: time_limit, memory_limit_mib and output_limit_kib must be above zero"
+                    .to_owned(),
+            );
+        }
         validate_policy(
             "delivery",
             &self.delivery.retry_schedule,
@@ -372,6 +449,15 @@ impl Config {
                     "{at}: event_types is empty; use [\"*\"] for every type"
                 ));
             }
+            for step in &endpoint.plugins {
+                if !is_plugin_name(&step.name) {
+                    return invalid(format!(
+                        "{at}: plugin name `{}` must be letters, digits, `-` and `_` (the file \
+                         is NAME.wasm)",
+                        step.name
+                    ));
+                }
+            }
             validate_policy(
                 &at,
                 endpoint
@@ -384,6 +470,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `name` can name a plugin (and its file, `NAME.wasm`).
+pub fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn validate_policy(
@@ -560,6 +655,18 @@ mod tests {
             err.to_string().contains("previous_secret_expires_at"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn endpoint_plugin_chains_carry_their_config() {
+        let text = format!(
+            "{MINIMAL}\n[[endpoints.plugins]]\nname = \"min-amount\"\nconfig = {{ default = \"10\" }}\n"
+        );
+        let config = load(&text, &[]).unwrap();
+        let step = &config.endpoints[0].plugins[0];
+        assert_eq!(step.name, "min-amount");
+        assert_eq!(step.config["default"].as_str(), Some("10"));
+        assert_eq!(config.plugins.time_limit, Duration::from_millis(10));
     }
 
     #[test]

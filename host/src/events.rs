@@ -1,16 +1,21 @@
-//! Publishing: turns a publish request into a [`NewEvent`] with its fan-out decided.
+//! Publishing: turns a publish request into a [`NewEvent`] with its fan-out decided and each
+//! endpoint's plugin chain run.
 //!
 //! The default body is the Standard Webhooks shape `{"type","timestamp","id","data"}`. It is
-//! rendered once here, before the commit, and stored with each delivery so every retry sends
-//! the same bytes.
+//! rendered once here, then each endpoint's plugins may drop the event or reshape the body;
+//! the result is stored with each delivery before the commit, so every retry sends the same
+//! bytes and the delivery records which plugin versions produced them.
 
 use bytes::Bytes;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::delivery::Dispatcher;
+use crate::delivery::{Dispatcher, Endpoint};
 use crate::ids::{DeliveryId, EventId};
-use crate::queue::{NewDelivery, NewEvent};
+use crate::plugins::chain::{self, ChainInput};
+use crate::plugins::{ChainOutcome, PluginRegistry, Rendered};
+use crate::queue::{DeliveryContent, NewDelivery, NewEvent};
+use crate::store::{DroppedRef, EventRecord};
 use crate::time::{UnixMillis, rfc3339};
 
 /// Most events in one batch publish.
@@ -29,13 +34,23 @@ struct DefaultBody<'a> {
     #[serde(rename = "type")]
     event_type: &'a str,
     timestamp: String,
-    id: EventId,
+    id: &'a str,
     data: &'a serde_json::Value,
 }
 
 /// The default webhook body for an event.
 pub fn default_body(
     id: EventId,
+    event_type: &str,
+    created_at: UnixMillis,
+    data: &serde_json::Value,
+) -> Bytes {
+    default_body_with_id(&id.to_string(), event_type, created_at, data)
+}
+
+/// The default body for an id given as text (`plugin run` accepts any id).
+pub fn default_body_with_id(
+    id: &str,
     event_type: &str,
     created_at: UnixMillis,
     data: &serde_json::Value,
@@ -58,19 +73,48 @@ pub fn fingerprint(event_type: &str, data: &serde_json::Value) -> String {
     hex::encode(hash.finalize())
 }
 
-/// Builds the event and one delivery per enabled endpoint subscribed to its type.
-pub fn prepare(request: PublishRequest, dispatcher: &Dispatcher, now: UnixMillis) -> NewEvent {
+/// Builds the event and its fan-out: one delivery per enabled endpoint subscribed to the type,
+/// each with the body its plugin chain produced (or parked with the chain's failure), and the
+/// endpoints whose filters dropped it. Blocking when endpoints have plugins: they run here.
+pub fn prepare(
+    request: PublishRequest,
+    dispatcher: &Dispatcher,
+    plugins: &PluginRegistry,
+    now: UnixMillis,
+) -> NewEvent {
     let id = EventId::new();
     let body = default_body(id, &request.event_type, now, &request.data);
-    let deliveries = dispatcher
-        .subscribers(&request.event_type)
-        .into_iter()
-        .map(|endpoint| NewDelivery {
+    let input = ChainInput {
+        event_id: id.to_string(),
+        event_type: request.event_type.clone(),
+        timestamp: now / 1000,
+        data: request.data.to_string(),
+        body,
+    };
+    let mut deliveries = Vec::new();
+    let mut dropped = Vec::new();
+    for endpoint in dispatcher.subscribers(&request.event_type) {
+        let content = match render(plugins, &endpoint, &input, now) {
+            ChainOutcome::Deliver(rendered) => DeliveryContent::Ready(rendered),
+            ChainOutcome::Dropped { by } => {
+                tracing::debug!(event_id = %id, endpoint_id = %endpoint.id, %by, "event dropped by a plugin filter");
+                dropped.push(DroppedRef {
+                    endpoint_id: endpoint.id.clone(),
+                    by,
+                });
+                continue;
+            }
+            ChainOutcome::Failed { reason, .. } => {
+                tracing::warn!(event_id = %id, endpoint_id = %endpoint.id, %reason, "plugin chain failed; delivery parked");
+                DeliveryContent::Parked { reason }
+            }
+        };
+        deliveries.push(NewDelivery {
             id: DeliveryId::new(),
             endpoint_id: endpoint.id.clone(),
-            body: body.clone(),
-        })
-        .collect();
+            content,
+        });
+    }
     NewEvent {
         id,
         fingerprint: fingerprint(&request.event_type, &request.data),
@@ -79,7 +123,37 @@ pub fn prepare(request: PublishRequest, dispatcher: &Dispatcher, now: UnixMillis
         data: request.data,
         idempotency_key: request.idempotency_key,
         deliveries,
+        dropped,
     }
+}
+
+/// Renders a stored event for one endpoint again (replay of a delivery parked by a plugin).
+pub fn rerender(
+    event: &EventRecord,
+    endpoint: &Endpoint,
+    plugins: &PluginRegistry,
+    now: UnixMillis,
+) -> ChainOutcome {
+    let input = ChainInput {
+        event_id: event.id.to_string(),
+        event_type: event.event_type.clone(),
+        timestamp: event.created_at / 1000,
+        data: event.data.to_string(),
+        body: default_body(event.id, &event.event_type, event.created_at, &event.data),
+    };
+    render(plugins, endpoint, &input, now)
+}
+
+fn render(
+    plugins: &PluginRegistry,
+    endpoint: &Endpoint,
+    input: &ChainInput,
+    now: UnixMillis,
+) -> ChainOutcome {
+    if endpoint.plugins.is_empty() {
+        return ChainOutcome::Deliver(Rendered::default_json(input.body.clone()));
+    }
+    chain::run(plugins, &endpoint.id, &endpoint.plugins, input, now / 1000)
 }
 
 #[cfg(test)]

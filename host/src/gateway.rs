@@ -1,4 +1,5 @@
-//! Wires the pieces into one running gateway: store → queue writer → lanes → scheduler → API.
+//! Wires the pieces into one running gateway: store → plugins → queue writer → lanes →
+//! scheduler → API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,10 @@ use crate::delivery::endpoint::EndpointError;
 use crate::delivery::scheduler::Scheduler;
 use crate::delivery::{Dispatcher, Endpoint, HttpSender};
 use crate::events::{self, PublishRequest};
-use crate::queue::{self, PublishOutcome, QueueError, QueueHandle};
+use crate::ids::DeliveryId;
+use crate::plugins::watcher::Watcher;
+use crate::plugins::{ChainOutcome, Limits, PluginError, PluginRegistry, PluginRuntime};
+use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome};
 use crate::store::{Store, StoreError};
 use crate::time::now_millis;
 
@@ -23,8 +27,25 @@ pub enum StartError {
     Endpoint(#[from] EndpointError),
     #[error("cannot build the HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
-    #[error("cannot start the queue writer thread: {0}")]
-    Writer(#[from] std::io::Error),
+    #[error("cannot start a background thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("cannot start the plugin runtime: {0}")]
+    Plugins(#[from] PluginError),
+}
+
+/// What a replay request came to.
+#[derive(Debug)]
+pub enum Replay {
+    Scheduled,
+    NotFound,
+    StillPending,
+    EndpointDisabled,
+    /// The delivery's endpoint is no longer configured.
+    EndpointMissing(String),
+    /// The plugin chain still fails; nothing was changed.
+    PluginFailed(String),
+    /// The plugin chain now drops the event; nothing was changed.
+    Dropped(String),
 }
 
 /// A running gateway; the admin API holds it.
@@ -32,6 +53,9 @@ pub struct Gateway {
     store: Store,
     queue: QueueHandle,
     dispatcher: Arc<Dispatcher>,
+    plugins: Arc<PluginRegistry>,
+    /// Whether any endpoint has a plugin chain (publishing then runs on a blocking thread).
+    any_plugins: bool,
 }
 
 impl Gateway {
@@ -41,6 +65,7 @@ impl Gateway {
         // Outbound TLS uses rustls with the ring provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(&config.store.path)?;
+        let plugins = start_plugins(config)?;
         let disabled: HashMap<String, Option<String>> = store
             .endpoint_states()?
             .into_iter()
@@ -70,7 +95,12 @@ impl Gateway {
         Ok(Arc::new(Self {
             store,
             queue,
+            any_plugins: config
+                .endpoints
+                .iter()
+                .any(|endpoint| !endpoint.plugins.is_empty()),
             dispatcher,
+            plugins,
         }))
     }
 
@@ -80,11 +110,66 @@ impl Gateway {
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<PublishOutcome>, QueueError> {
         let now = now_millis();
-        let events = requests
-            .into_iter()
-            .map(|request| events::prepare(request, &self.dispatcher, now))
-            .collect();
+        let events = if self.any_plugins {
+            // Plugin calls are CPU work with their own time limit: keep them off the async
+            // workers that serve the API and the deliveries.
+            let dispatcher = self.dispatcher.clone();
+            let plugins = self.plugins.clone();
+            tokio::task::spawn_blocking(move || {
+                requests
+                    .into_iter()
+                    .map(|request| events::prepare(request, &dispatcher, &plugins, now))
+                    .collect()
+            })
+            .await
+            .map_err(|_| QueueError::Closed)?
+        } else {
+            requests
+                .into_iter()
+                .map(|request| events::prepare(request, &self.dispatcher, &self.plugins, now))
+                .collect()
+        };
         self.queue.publish(events).await
+    }
+
+    /// Sends a finished delivery again. A delivery parked by a plugin failure runs its
+    /// endpoint's plugin chain first, with the versions now in force.
+    pub async fn replay(&self, id: DeliveryId) -> Result<Replay, ReplayError> {
+        match self.queue.replay(id, None).await? {
+            ReplayOutcome::Scheduled => return Ok(Replay::Scheduled),
+            ReplayOutcome::NotFound => return Ok(Replay::NotFound),
+            ReplayOutcome::StillPending => return Ok(Replay::StillPending),
+            ReplayOutcome::EndpointDisabled => return Ok(Replay::EndpointDisabled),
+            ReplayOutcome::NeedsRender => {}
+        }
+        let Some((record, _)) = self.store.delivery(id)? else {
+            return Ok(Replay::NotFound);
+        };
+        let Some(event) = self.store.event(record.event_id)? else {
+            return Ok(Replay::NotFound);
+        };
+        let Some(lane) = self.dispatcher.lane(&record.endpoint_id) else {
+            return Ok(Replay::EndpointMissing(record.endpoint_id));
+        };
+        let endpoint = lane.endpoint.clone();
+        let plugins = self.plugins.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            events::rerender(&event, &endpoint, &plugins, now_millis())
+        })
+        .await
+        .map_err(|_| ReplayError::Queue(QueueError::Closed))?;
+        match outcome {
+            ChainOutcome::Deliver(rendered) => match self.queue.replay(id, Some(rendered)).await? {
+                ReplayOutcome::Scheduled => Ok(Replay::Scheduled),
+                ReplayOutcome::NotFound => Ok(Replay::NotFound),
+                ReplayOutcome::StillPending => Ok(Replay::StillPending),
+                ReplayOutcome::EndpointDisabled | ReplayOutcome::NeedsRender => {
+                    Ok(Replay::EndpointDisabled)
+                }
+            },
+            ChainOutcome::Failed { reason, .. } => Ok(Replay::PluginFailed(reason)),
+            ChainOutcome::Dropped { by } => Ok(Replay::Dropped(by)),
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -98,4 +183,45 @@ impl Gateway {
     pub fn dispatcher(&self) -> &Dispatcher {
         &self.dispatcher
     }
+
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
+    }
+}
+
+/// A replay that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Builds the plugin runtime, loads the plugins directory and starts watching it.
+fn start_plugins(config: &Config) -> Result<Arc<PluginRegistry>, StartError> {
+    let cache_dir = config.plugins.cache_dir.clone().or_else(|| {
+        let parent = config
+            .store
+            .path
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        Some(parent.join("plugin-cache"))
+    });
+    let runtime = PluginRuntime::new(Limits::from_config(&config.plugins), cache_dir)?;
+    let registry = Arc::new(PluginRegistry::new(runtime));
+    if let Some(dir) = &config.plugins.dir {
+        let mut watcher = Watcher::new(registry.clone(), dir.clone());
+        watcher.poll();
+        watcher.spawn()?;
+    }
+    for endpoint in &config.endpoints {
+        for step in &endpoint.plugins {
+            if registry.get(&step.name).is_none() {
+                tracing::warn!(endpoint_id = %endpoint.id, plugin = %step.name,
+                    "endpoint uses a plugin that is not loaded; its deliveries are parked until it is");
+            }
+        }
+    }
+    Ok(registry)
 }

@@ -23,6 +23,7 @@ pub mod delivery;
 pub mod events;
 pub mod gateway;
 pub mod ids;
+pub mod plugins;
 pub mod queue;
 pub mod signing;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `hookgate` command: `hookgate serve --config FILE`.
+//! The `hookgate` command: `hookgate serve --config FILE`, `hookgate plugin check FILE`,
+//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hookgate::config::Config;
 use hookgate::gateway::Gateway;
+use hookgate::plugins;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -28,6 +30,29 @@ enum Command {
         #[arg(long, short, env = "HOOKGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Test a plugin without a running gateway.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Is FILE a valid plugin? Prints its world, imports and exports, and smoke-tests it.
+    Check {
+        /// A `.wasm` component.
+        file: PathBuf,
+    },
+    /// Runs FILE's filter and transform on an event and prints the decision and the body.
+    Run {
+        /// A `.wasm` component.
+        file: PathBuf,
+        /// A JSON file: a webhook body `{"type","timestamp","id","data"}` or `{"type","data"}`.
+        #[arg(long)]
+        event: PathBuf,
+        /// The plugin's configuration as JSON text.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +64,20 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve { config } => serve(config),
+        Command::Plugin(PluginCommand::Check { file }) => {
+            println!("{}", plugins::tool::check(&file)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Run {
+            file,
+            event,
+            config,
+        }) => {
+            let event = std::fs::read_to_string(&event)
+                .with_context(|| format!("cannot read the event file {}", event.display()))?;
+            println!("{}", plugins::tool::run(&file, &event, &config)?);
+            Ok(())
+        }
     }
 }
 

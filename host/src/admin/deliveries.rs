@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
 use super::{ApiError, ApiState};
+use crate::gateway::{Replay, ReplayError};
 use crate::ids::DeliveryId;
-use crate::queue::ReplayOutcome;
 use crate::store::{AttemptRecord, DeliveryRecord};
 use crate::time::rfc3339;
 
@@ -34,23 +34,44 @@ pub async fn replay(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = parse_id(&id)?;
-    match state.gateway.queue().replay(id).await? {
-        ReplayOutcome::Scheduled => Ok((
+    let replay = state.gateway.replay(id).await.map_err(|err| match err {
+        ReplayError::Queue(err) => ApiError::from(err),
+        ReplayError::Store(err) => ApiError::from(err),
+    })?;
+    match replay {
+        Replay::Scheduled => Ok((
             StatusCode::ACCEPTED,
             Json(serde_json::json!({"id": id, "status": "pending"})),
         )),
-        ReplayOutcome::NotFound => Err(unknown(id)),
-        ReplayOutcome::StillPending => Err(ApiError::conflict(
+        Replay::NotFound => Err(unknown(id)),
+        Replay::StillPending => Err(ApiError::conflict(
             "conflict",
             format!(
-                "delivery {id} is still pending; only delivered or dead-lettered deliveries can be replayed"
+                "delivery {id} is still pending; only delivered or dead-lettered deliveries \
+                 can be replayed"
             ),
         )),
-        ReplayOutcome::EndpointDisabled => Err(ApiError::conflict(
+        Replay::EndpointDisabled => Err(ApiError::conflict(
             "endpoint_disabled",
             format!(
-                "delivery {id} belongs to a disabled endpoint; enable it first (POST /v1/endpoints/{{id}}/enable)"
+                "delivery {id} belongs to a disabled endpoint; enable it first \
+                 (POST /v1/endpoints/{{id}}/enable)"
             ),
+        )),
+        Replay::EndpointMissing(endpoint) => Err(ApiError::conflict(
+            "endpoint_missing",
+            format!(
+                "delivery {id} belongs to endpoint `{endpoint}`, which is no longer configured"
+            ),
+        )),
+        Replay::PluginFailed(reason) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plugin_failed",
+            format!("delivery {id} stays parked: {reason}"),
+        )),
+        Replay::Dropped(by) => Err(ApiError::conflict(
+            "dropped",
+            format!("delivery {id} stays parked: the plugin filter {by} now drops this event"),
         )),
     }
 }
@@ -87,6 +108,8 @@ fn view(record: &DeliveryRecord, attempts: &[AttemptRecord]) -> serde_json::Valu
         "next_attempt_at": record.next_attempt_at.map(rfc3339),
         "last_error": record.last_error,
         "created_at": rfc3339(record.created_at),
+        "content_type": record.content_type.as_deref().unwrap_or("application/json"),
+        "plugins": record.plugins,
         "attempts": attempts,
     })
 }

@@ -163,12 +163,30 @@ fn view(summary: &EventSummary) -> serde_json::Value {
     let deliveries: Vec<serde_json::Value> = summary
         .deliveries
         .iter()
-        .map(|(id, endpoint_id)| serde_json::json!({"id": id, "endpoint_id": endpoint_id}))
+        .map(|delivery| match &delivery.parked {
+            None => serde_json::json!({"id": delivery.id, "endpoint_id": delivery.endpoint_id}),
+            Some(reason) => serde_json::json!({
+                "id": delivery.id,
+                "endpoint_id": delivery.endpoint_id,
+                "status": "dead_lettered",
+                "error": reason,
+            }),
+        })
         .collect();
-    serde_json::json!({
+    let mut view = serde_json::json!({
         "id": summary.id,
         "type": summary.event_type,
         "timestamp": rfc3339(summary.created_at),
         "deliveries": deliveries,
-    })
+    });
+    if !summary.dropped.is_empty() {
+        view["dropped"] = summary
+            .dropped
+            .iter()
+            .map(
+                |dropped| serde_json::json!({"endpoint_id": dropped.endpoint_id, "by": dropped.by}),
+            )
+            .collect();
+    }
+    view
 }

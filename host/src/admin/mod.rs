@@ -8,6 +8,7 @@ mod deliveries;
 mod endpoints;
 mod error;
 mod events;
+mod plugins;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub fn router(gateway: Arc<Gateway>, token: Secret) -> Router {
         .route("/v1/endpoints", get(endpoints::list))
         .route("/v1/endpoints/{id}", get(endpoints::show))
         .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route("/v1/plugins", get(plugins::list))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
         .fallback(unknown_route)

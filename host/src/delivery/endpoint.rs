@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::config::{DeliveryConfig, EndpointConfig};
 use crate::delivery::RetryPolicy;
+use crate::plugins::PluginStep;
 use crate::signing::{SecretError, SigningKey};
 use crate::time::UnixMillis;
 
@@ -19,6 +20,8 @@ pub struct Endpoint {
     pub policy: RetryPolicy,
     pub concurrency: usize,
     pub request_timeout: Duration,
+    /// The plugin chain every event for this endpoint runs through, in order.
+    pub plugins: Vec<PluginStep>,
 }
 
 /// An endpoint whose configuration cannot be used.
@@ -71,6 +74,14 @@ impl Endpoint {
             },
             concurrency: config.concurrency.unwrap_or(defaults.concurrency),
             request_timeout: config.request_timeout.unwrap_or(defaults.request_timeout),
+            plugins: config
+                .plugins
+                .iter()
+                .map(|step| PluginStep {
+                    name: step.name.clone(),
+                    config: serde_json::to_string(&step.config).unwrap_or_else(|_| "{}".to_owned()),
+                })
+                .collect(),
         })
     }
 

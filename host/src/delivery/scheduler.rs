@@ -21,7 +21,8 @@ use tokio::sync::mpsc;
 
 use crate::delivery::Dispatcher;
 use crate::ids::DeliveryId;
-use crate::queue::{ReadyDelivery, Sink};
+use crate::queue::Sink;
+use crate::queue::writer::ready;
 use crate::store::{Store, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
@@ -127,15 +128,8 @@ impl Scheduler {
             match self.store.pending_deliveries(chunk) {
                 Ok(pending) => {
                     for delivery in pending {
-                        let record = delivery.record;
-                        self.dispatcher.deliver_now(ReadyDelivery {
-                            id: record.id,
-                            event_id: record.event_id,
-                            endpoint_id: record.endpoint_id,
-                            attempt_number: record.attempt_count + 1,
-                            attempt_in_cycle: record.attempt_count - record.cycle_start + 1,
-                            body: Bytes::from(delivery.body),
-                        });
+                        self.dispatcher
+                            .deliver_now(ready(&delivery.record, Bytes::from(delivery.body)));
                     }
                 }
                 Err(err) => {

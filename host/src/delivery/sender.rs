@@ -59,7 +59,7 @@ impl HttpSender {
             .client
             .post(endpoint.url.clone())
             .timeout(endpoint.request_timeout)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(CONTENT_TYPE, delivery.content_type.as_str())
             .header(USER_AGENT, HeaderValue::from_static(AGENT))
             .header("webhook-id", webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -67,6 +67,9 @@ impl HttpSender {
             .header("x-webhook-signature", signatures.legacy);
         if let Some(previous) = signatures.legacy_previous {
             request = request.header("x-webhook-signature-previous", previous);
+        }
+        for (name, value) in &delivery.headers {
+            request = request.header(name.as_str(), value.as_str());
         }
         let started = Instant::now();
         let outcome = match request.body(delivery.body.clone()).send().await {

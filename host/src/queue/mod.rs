@@ -17,7 +17,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{DeliveryId, EventId};
-use crate::store::{AttemptRecord, StoreError};
+use crate::plugins::Rendered;
+use crate::store::{AttemptRecord, DeliveryRef, DroppedRef, StoreError};
 use crate::time::UnixMillis;
 
 /// The queue could not take the command; the message says why.
@@ -39,14 +40,25 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     pub fingerprint: String,
     pub deliveries: Vec<NewDelivery>,
+    /// Endpoints whose plugin chain dropped the event.
+    pub dropped: Vec<DroppedRef>,
 }
 
-/// One delivery of a new event: the endpoint and the exact bytes it will receive.
+/// One delivery of a new event: the endpoint and what it will receive.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {
     pub id: DeliveryId,
     pub endpoint_id: String,
-    pub body: Bytes,
+    pub content: DeliveryContent,
+}
+
+/// What a new delivery will send, or why it cannot send anything yet.
+#[derive(Debug, Clone)]
+pub enum DeliveryContent {
+    /// The exact body and headers every attempt sends.
+    Ready(Rendered),
+    /// The plugin chain failed: the delivery is parked with this reason, replayable.
+    Parked { reason: String },
 }
 
 /// What the queue knows about a committed event, as the API reports it.
@@ -55,7 +67,8 @@ pub struct EventSummary {
     pub id: EventId,
     pub event_type: String,
     pub created_at: UnixMillis,
-    pub deliveries: Vec<(DeliveryId, String)>,
+    pub deliveries: Vec<DeliveryRef>,
+    pub dropped: Vec<DroppedRef>,
 }
 
 /// The result of publishing one event.
@@ -80,6 +93,9 @@ pub struct ReadyDelivery {
     /// The position of that attempt in the current retry cycle (1-based).
     pub attempt_in_cycle: u32,
     pub body: Bytes,
+    pub content_type: String,
+    /// Extra headers from plugins.
+    pub headers: Vec<(String, String)>,
 }
 
 /// What an attempt decided for its delivery.
@@ -113,6 +129,8 @@ pub struct AttemptReport {
 #[derive(Debug, Clone)]
 pub enum ReplayOutcome {
     Scheduled,
+    /// Parked without a body and no payload was given: the plugin chain must run first.
+    NeedsRender,
     NotFound,
     StillPending,
     EndpointDisabled,
@@ -128,6 +146,8 @@ pub enum Command {
     RecordAttempt(AttemptReport),
     Replay {
         id: DeliveryId,
+        /// A freshly rendered payload for a delivery parked by a plugin failure.
+        payload: Option<Rendered>,
         reply: oneshot::Sender<Result<ReplayOutcome, QueueError>>,
     },
     SetEndpointEnabled {
@@ -167,10 +187,15 @@ impl QueueHandle {
         self.send(Command::RecordAttempt(report)).await
     }
 
-    /// Makes a finished delivery pending again, due now.
-    pub async fn replay(&self, id: DeliveryId) -> Result<ReplayOutcome, QueueError> {
+    /// Makes a finished delivery pending again, due now; `payload` replaces the body of a
+    /// delivery that was parked before it had one.
+    pub async fn replay(
+        &self,
+        id: DeliveryId,
+        payload: Option<Rendered>,
+    ) -> Result<ReplayOutcome, QueueError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Replay { id, reply }).await?;
+        self.send(Command::Replay { id, payload, reply }).await?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 

@@ -13,12 +13,14 @@ use redb::ReadableTable as _;
 use tokio::sync::mpsc;
 
 use super::{
-    AttemptReport, Command, Decision, EventSummary, NewEvent, PublishOutcome, QueueError,
-    QueueHandle, ReadyDelivery, ReplayOutcome, Sink,
+    AttemptReport, Command, Decision, DeliveryContent, EventSummary, NewEvent, PublishOutcome,
+    QueueError, QueueHandle, ReadyDelivery, ReplayOutcome, Sink,
 };
 use crate::ids::{DeliveryId, EventId};
+use crate::plugins::Rendered;
 use crate::store::{
-    DeliveryRecord, DeliveryStatus, EndpointState, EventRecord, Store, StoreError, Tables,
+    DeliveryRecord, DeliveryRef, DeliveryStatus, EndpointState, EventRecord, Store, StoreError,
+    Tables,
 };
 use crate::time::{UnixMillis, now_millis};
 
@@ -126,8 +128,8 @@ impl Writer {
                         record_attempt(&mut tables, report, now, after)?;
                         Applied::Recorded
                     }
-                    Command::Replay { id, .. } => {
-                        Applied::Replayed(replay(&mut tables, *id, now, after)?)
+                    Command::Replay { id, payload, .. } => {
+                        Applied::Replayed(replay(&mut tables, *id, payload.as_ref(), now, after)?)
                     }
                     Command::SetEndpointEnabled {
                         endpoint_id,
@@ -217,13 +219,21 @@ fn publish(
         deliveries: event
             .deliveries
             .iter()
-            .map(|delivery| (delivery.id, delivery.endpoint_id.clone()))
+            .map(|delivery| DeliveryRef {
+                id: delivery.id,
+                endpoint_id: delivery.endpoint_id.clone(),
+                parked: match &delivery.content {
+                    DeliveryContent::Ready(_) => None,
+                    DeliveryContent::Parked { reason } => Some(reason.clone()),
+                },
+            })
             .collect(),
+        dropped: event.dropped.clone(),
     };
     let raw = serde_json::to_vec(&record)?;
     tables.events.insert(event.id.as_u128(), raw.as_slice())?;
     for delivery in &event.deliveries {
-        tables.put_delivery(&DeliveryRecord {
+        let mut record = DeliveryRecord {
             id: delivery.id,
             event_id: event.id,
             endpoint_id: delivery.endpoint_id.clone(),
@@ -231,26 +241,64 @@ fn publish(
             created_at: event.created_at,
             attempt_count: 0,
             cycle_start: 0,
-            next_attempt_at: Some(event.created_at),
+            next_attempt_at: None,
             dead_lettered_at: None,
             last_error: None,
-        })?;
-        tables
-            .bodies
-            .insert(delivery.id.as_u128(), delivery.body.as_ref())?;
-        tables
-            .due
-            .insert((event.created_at, delivery.id.as_u128()), ())?;
-        after.deliver_now.push(ReadyDelivery {
-            id: delivery.id,
-            event_id: event.id,
-            endpoint_id: delivery.endpoint_id.clone(),
-            attempt_number: 1,
-            attempt_in_cycle: 1,
-            body: delivery.body.clone(),
-        });
+            content_type: None,
+            headers: Vec::new(),
+            plugins: Vec::new(),
+            needs_render: false,
+        };
+        match &delivery.content {
+            DeliveryContent::Ready(payload) => {
+                set_payload(tables, &mut record, payload)?;
+                record.next_attempt_at = Some(event.created_at);
+                tables
+                    .due
+                    .insert((event.created_at, delivery.id.as_u128()), ())?;
+                after.deliver_now.push(ready(&record, payload.body.clone()));
+            }
+            DeliveryContent::Parked { reason } => {
+                record.needs_render = true;
+                dead_letter(tables, &mut record, reason, event.created_at)?;
+            }
+        }
+        tables.put_delivery(&record)?;
     }
     Ok(PublishOutcome::Created(summary(&record)))
+}
+
+/// Stores a payload's body and records how to send it.
+fn set_payload(
+    tables: &mut Tables<'_>,
+    record: &mut DeliveryRecord,
+    payload: &Rendered,
+) -> Result<(), StoreError> {
+    tables
+        .bodies
+        .insert(record.id.as_u128(), payload.body.as_ref())?;
+    record.content_type = Some(payload.content_type.clone());
+    record.headers = payload.headers.clone();
+    record.plugins = payload.plugins.clone();
+    record.needs_render = false;
+    Ok(())
+}
+
+/// The in-memory job for a pending delivery's next attempt.
+pub(crate) fn ready(record: &DeliveryRecord, body: Bytes) -> ReadyDelivery {
+    ReadyDelivery {
+        id: record.id,
+        event_id: record.event_id,
+        endpoint_id: record.endpoint_id.clone(),
+        attempt_number: record.attempt_count + 1,
+        attempt_in_cycle: record.attempt_count - record.cycle_start + 1,
+        body,
+        content_type: record
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".to_owned()),
+        headers: record.headers.clone(),
+    }
 }
 
 fn summary(record: &EventRecord) -> EventSummary {
@@ -259,6 +307,7 @@ fn summary(record: &EventRecord) -> EventSummary {
         event_type: record.event_type.clone(),
         created_at: record.created_at,
         deliveries: record.deliveries.clone(),
+        dropped: record.dropped.clone(),
     }
 }
 
@@ -335,6 +384,7 @@ fn dead_letter(
 fn replay(
     tables: &mut Tables<'_>,
     id: DeliveryId,
+    payload: Option<&Rendered>,
     now: UnixMillis,
     after: &mut AfterCommit,
 ) -> Result<ReplayOutcome, StoreError> {
@@ -353,6 +403,11 @@ fn replay(
     if disabled {
         return Ok(ReplayOutcome::EndpointDisabled);
     }
+    match payload {
+        Some(payload) => set_payload(tables, &mut record, payload)?,
+        None if record.needs_render => return Ok(ReplayOutcome::NeedsRender),
+        None => {}
+    }
     if let Some(at) = record.dead_lettered_at.take() {
         tables.dead_letters.remove((at, id.as_u128()))?;
     }
@@ -365,14 +420,7 @@ fn replay(
         .get(id.as_u128())?
         .map(|raw| Bytes::copy_from_slice(raw.value()))
         .unwrap_or_default();
-    after.deliver_now.push(ReadyDelivery {
-        id,
-        event_id: record.event_id,
-        endpoint_id: record.endpoint_id.clone(),
-        attempt_number: record.attempt_count + 1,
-        attempt_in_cycle: 1,
-        body,
-    });
+    after.deliver_now.push(ready(&record, body));
     tables.put_delivery(&record)?;
     Ok(ReplayOutcome::Scheduled)
 }

@@ -20,7 +20,10 @@ use redb::{
 use crate::ids::{DeliveryId, EventId};
 use crate::time::UnixMillis;
 
-pub use records::{AttemptRecord, DeliveryRecord, DeliveryStatus, EndpointState, EventRecord};
+pub use records::{
+    AttemptRecord, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef, EndpointState,
+    EventRecord,
+};
 
 /// Event id → [`EventRecord`] (JSON).
 pub(crate) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("events");

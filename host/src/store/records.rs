@@ -17,8 +17,29 @@ pub struct EventRecord {
     pub idempotency_key: Option<String>,
     /// SHA-256 of the type and data, to tell a retried publish from a conflicting one.
     pub fingerprint: String,
-    /// The deliveries the event fanned out to, as (delivery id, endpoint id).
-    pub deliveries: Vec<(DeliveryId, String)>,
+    /// The deliveries the event fanned out to.
+    pub deliveries: Vec<DeliveryRef>,
+    /// Endpoints whose plugin chain dropped the event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<DroppedRef>,
+}
+
+/// One delivery of an event, as the event lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryRef {
+    pub id: DeliveryId,
+    pub endpoint_id: String,
+    /// Why the delivery was parked at publish time (a plugin failed), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<String>,
+}
+
+/// An endpoint that will not receive an event because a plugin filter dropped it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DroppedRef {
+    pub endpoint_id: String,
+    /// `name@version` of the filter that dropped it.
+    pub by: String,
 }
 
 /// Where a delivery stands.
@@ -49,6 +70,18 @@ pub struct DeliveryRecord {
     #[serde(default)]
     pub dead_lettered_at: Option<UnixMillis>,
     pub last_error: Option<String>,
+    /// The body's content type; `None` means `application/json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// Extra headers a plugin asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// `name@version` of each plugin that shaped the body, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+    /// No body yet: the plugin chain failed at publish time. A replay runs it again.
+    #[serde(default)]
+    pub needs_render: bool,
 }
 
 /// One HTTP attempt and what came of it.

@@ -1,0 +1,221 @@
+//! The wasmtime engine every plugin runs in, and the limits of one call.
+//!
+//! * **Compile once, instantiate cheaply**: the pooling allocator keeps instance slots and
+//!   copy-on-write memory images ready, so a fresh instance costs microseconds.
+//! * **CPU**: epoch interruption. A ticker thread bumps the engine's epoch every millisecond;
+//!   each call gets a deadline of `time_limit` in ticks and traps when it passes. Cheaper than
+//!   fuel on the hot path and immune to host-side clock jumps.
+//! * **Memory**: a `StoreLimits` cap per instance that traps on growth past it.
+//! * **Capabilities**: the world's only import is logging. Components built for WASI p2 get
+//!   wasmtime-wasi with an empty context: no preopened directories, no environment, no
+//!   arguments, no network; stdout and stderr go to the log through a bounded pipe.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::plugins::cache::ComponentCache;
+use crate::plugins::plugin::PluginError;
+
+wasmtime::component::bindgen!({
+    world: "webhook-plugin",
+    path: "../wit",
+});
+
+/// How often the epoch advances: the granularity of the CPU limit.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Bytes a plugin may write to stdout or stderr over one instance's life.
+pub const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// Instance slots in the pooling allocator (warm and in-flight instances together).
+const INSTANCE_SLOTS: u32 = 1000;
+
+/// What one call may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub time: Duration,
+    pub memory_bytes: usize,
+    pub output_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            time: Duration::from_millis(10),
+            memory_bytes: 16 << 20,
+            output_bytes: 256 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// Builds the limits from the `[plugins]` configuration.
+    pub fn from_config(config: &crate::config::PluginsConfig) -> Self {
+        Self {
+            time: config.time_limit,
+            memory_bytes: config.memory_limit_mib << 20,
+            output_bytes: config.output_limit_kib << 10,
+        }
+    }
+
+    /// The epoch deadline for one call, in ticks: never shorter than the limit.
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        (self.time.as_micros().div_ceil(TICK.as_micros()) as u64) + 1
+    }
+}
+
+/// The per-instance state a plugin's host calls see.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// `name@version`, for log lines.
+    pub(crate) plugin_ref: Arc<str>,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+    /// How much of stdout/stderr has been logged already.
+    pub(crate) logged: (usize, usize),
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl hookgate::plugin::types::Host for HostState {}
+
+impl hookgate::plugin::log::Host for HostState {
+    fn log(&mut self, level: hookgate::plugin::log::Level, message: String) {
+        use hookgate::plugin::log::Level;
+        let plugin = &*self.plugin_ref;
+        match level {
+            Level::Trace => tracing::trace!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Error => tracing::error!(plugin, "{message}"),
+        }
+    }
+}
+
+/// The engine, the linker with the host's imports, and the limits.
+pub struct PluginRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    cache: Option<ComponentCache>,
+    /// Dropping the runtime drops this, which stops the epoch ticker.
+    _ticker: Arc<()>,
+}
+
+impl PluginRuntime {
+    /// Builds the engine and starts its epoch ticker. `cache_dir` enables the compile cache.
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(INSTANCE_SLOTS)
+            .total_core_instances(INSTANCE_SLOTS * 4)
+            .total_memories(INSTANCE_SLOTS * 2)
+            .total_tables(INSTANCE_SLOTS * 2)
+            .max_memory_size(limits.memory_bytes);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(PluginError::engine)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+        WebhookPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(PluginError::engine)?;
+        let ticker = Arc::new(());
+        spawn_ticker(engine.clone(), Arc::downgrade(&ticker)).map_err(|err| {
+            PluginError::Engine(format!("cannot start the epoch ticker thread: {err}"))
+        })?;
+        let cache = cache_dir.map(|dir| ComponentCache::new(dir, &engine));
+        Ok(Arc::new(Self {
+            engine,
+            linker,
+            limits,
+            cache,
+            _ticker: ticker,
+        }))
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<HostState> {
+        &self.linker
+    }
+
+    /// Compiles `bytes`, or loads the cached compilation. Returns whether the cache served it.
+    pub fn compile(&self, bytes: &[u8]) -> Result<(Component, bool), PluginError> {
+        if let Some(cache) = &self.cache
+            && let Some(component) = cache.load(&self.engine, bytes)
+        {
+            return Ok((component, true));
+        }
+        let component =
+            Component::from_binary(&self.engine, bytes).map_err(PluginError::invalid)?;
+        if let Some(cache) = &self.cache {
+            cache.store(bytes, &component);
+        }
+        Ok((component, false))
+    }
+
+    /// A store for one instance, with the memory cap and an empty WASI context.
+    pub(crate) fn new_store(&self, plugin_ref: Arc<str>) -> Store<HostState> {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = Store::new(
+            &self.engine,
+            HostState {
+                wasi,
+                table: ResourceTable::new(),
+                limits,
+                plugin_ref,
+                stdout,
+                stderr,
+                logged: (0, 0),
+            },
+        );
+        store.limiter(|state| &mut state.limits);
+        store
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] until the runtime is dropped.
+fn spawn_ticker(engine: Engine, alive: Weak<()>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("hookgate-plugin-epoch".to_owned())
+        .spawn(move || {
+            while alive.strong_count() > 0 {
+                std::thread::sleep(TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map(drop)
+}
