@@ -22,10 +22,10 @@ pub enum ToolError {
     },
     #[error("{0}")]
     Event(String),
-    #[error("{reference}: {source}")]
+    #[error("{reference}: {error}")]
     Plugin {
         reference: String,
-        source: PluginError,
+        error: PluginError,
     },
 }
 
@@ -102,9 +102,9 @@ fn load(path: &Path) -> Result<(Arc<PluginRuntime>, LoadedPlugin), ToolError> {
         .and_then(|stem| stem.to_str())
         .unwrap_or("plugin")
         .to_owned();
-    let fail = |source| ToolError::Plugin {
+    let fail = |error| ToolError::Plugin {
         reference: name.clone(),
-        source,
+        error,
     };
     let runtime = PluginRuntime::new(Limits::default(), None).map_err(fail)?;
     let plugin = LoadedPlugin::load(&runtime, &name, &bytes).map_err(fail)?;
@@ -114,9 +114,9 @@ fn load(path: &Path) -> Result<(Arc<PluginRuntime>, LoadedPlugin), ToolError> {
 /// Compiles, type-checks and smoke-tests a plugin file.
 pub fn check(path: &Path) -> Result<CheckReport, ToolError> {
     let (_runtime, plugin) = load(path)?;
-    plugin.smoke_test().map_err(|source| ToolError::Plugin {
+    plugin.smoke_test().map_err(|error| ToolError::Plugin {
         reference: plugin.reference.to_string(),
-        source,
+        error,
     })?;
     Ok(CheckReport {
         reference: plugin.reference.to_string(),
@@ -133,9 +133,9 @@ pub fn run(path: &Path, event_json: &str, config: &str) -> Result<RunReport, Too
     serde_json::from_str::<serde::de::IgnoredAny>(config)
         .map_err(|err| ToolError::Event(format!("--config is not valid JSON: {err}")))?;
     let (_runtime, plugin) = load(path)?;
-    let fail = |source| ToolError::Plugin {
+    let fail = |error| ToolError::Plugin {
         reference: plugin.reference.to_string(),
-        source,
+        error,
     };
     let keep = plugin.filter("cli", &event, config).map_err(fail)?;
     let mut report = RunReport {

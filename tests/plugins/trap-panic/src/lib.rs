@@ -1,0 +1,14 @@
+//! Hostile: `filter` panics (a trap under `panic = "abort"`). The host must fail the call,
+//! throw the instance away and keep serving.
+
+use hookgate_plugin::{Event, Plugin, export_plugin};
+
+struct TrapPanic;
+
+impl Plugin for TrapPanic {
+    fn filter(event: &Event, _config: &str) -> Result<bool, String> {
+        panic!("trap-panic refuses event {}", event.id);
+    }
+}
+
+export_plugin!(TrapPanic);
