@@ -65,7 +65,12 @@ impl Gateway {
         // Outbound TLS uses rustls with the ring provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let store = Store::open(&config.store.path)?;
-        let plugins = start_plugins(config)?;
+        // Loading runs plugin code (smoke tests); WASI's blocking shims must not run on an
+        // async worker thread, so plugins are loaded on a blocking thread.
+        let plugins_config = config.clone();
+        let plugins = tokio::task::spawn_blocking(move || start_plugins(&plugins_config))
+            .await
+            .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
         let disabled: HashMap<String, Option<String>> = store
             .endpoint_states()?
             .into_iter()

@@ -1,5 +1,5 @@
-//! Hostile: `filter` panics (a trap under `panic = "abort"`). The host must fail the call,
-//! throw the instance away and keep serving.
+//! Hostile: on a `test.hostile` event `filter` panics (a trap under `panic = "abort"`). The
+//! host must fail the call, throw the instance away and keep serving.
 
 use hookgate_plugin::{Event, Plugin, export_plugin};
 
@@ -7,7 +7,10 @@ struct TrapPanic;
 
 impl Plugin for TrapPanic {
     fn filter(event: &Event, _config: &str) -> Result<bool, String> {
-        panic!("trap-panic refuses event {}", event.id);
+        if event.event_type == "test.hostile" {
+            panic!("trap-panic refuses event {}", event.id);
+        }
+        Ok(true)
     }
 }
 

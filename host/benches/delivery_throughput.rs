@@ -1,0 +1,371 @@
+//! Delivery throughput and latency of the release `hookgate` binary, over loopback HTTP.
+//!
+//! One endpoint (concurrency 256, no jitter) points at an in-process hyper receiver that keeps
+//! connections alive and answers 204. Two phases:
+//!
+//! 1. **Bulk**: `BENCH_EVENTS` events (default 100 000) published through `/v1/events/batch` in
+//!    batches of 500 by a few concurrent publishers. Prints the enqueue rate, the delivery rate
+//!    (events / time from the first publish to the last delivery), the latency from each
+//!    publish request's send time to the receiver's arrival time, and the gateway's peak RSS.
+//! 2. **Steady**: `BENCH_RATE` events per second (default 1 000) for `BENCH_SECS` seconds
+//!    (default 10), each a single `POST /v1/events` launched open-loop at its scheduled instant,
+//!    so a slow gateway cannot slow the offered load down. Latency is measured from that
+//!    instant to the arrival at the receiver.
+//!
+//! Figures are printed as plain lines; nothing is asserted. Every wait has a deadline
+//! (`BENCH_TIMEOUT_SECS`, default 600), so the run is bounded even when the gateway is not.
+//! Run with `cargo bench -p hookgate --bench delivery_throughput`.
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use support::Gateway;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+const BATCH: usize = 500;
+const PUBLISHERS: usize = 4;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
+
+/// Arrival times by `webhook-id`, first arrival only; counts every request.
+struct Arrivals {
+    first: Mutex<HashMap<String, Instant>>,
+    requests: AtomicUsize,
+    distinct: watch::Sender<usize>,
+}
+
+impl Arrivals {
+    fn record(&self, webhook_id: Option<String>) {
+        let now = Instant::now();
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let Some(id) = webhook_id else { return };
+        let distinct = {
+            let mut first = self.first.lock().unwrap();
+            first.entry(id).or_insert(now);
+            first.len()
+        };
+        self.distinct.send_if_modified(|count| {
+            let grew = distinct > *count;
+            *count = (*count).max(distinct);
+            grew
+        });
+    }
+
+    fn arrival(&self, id: &str) -> Option<Instant> {
+        self.first.lock().unwrap().get(id).copied()
+    }
+
+    /// Waits until `count` distinct events arrived; false at the deadline.
+    async fn wait_for(&self, count: usize, within: Duration) -> bool {
+        let mut distinct = self.distinct.subscribe();
+        tokio::time::timeout(within, distinct.wait_for(|seen| *seen >= count))
+            .await
+            .is_ok()
+    }
+}
+
+/// A keep-alive HTTP/1.1 receiver answering 204 to everything.
+async fn start_receiver(arrivals: Arc<Arrivals>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding the receiver");
+    let address = listener.local_addr().expect("receiver address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let arrivals = arrivals.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let arrivals = arrivals.clone();
+                    async move {
+                        let webhook_id = request
+                            .headers()
+                            .get("webhook-id")
+                            .and_then(|value| value.to_str().ok())
+                            .map(str::to_owned);
+                        let _ = request.into_body().collect().await;
+                        arrivals.record(webhook_id);
+                        Ok::<_, Infallible>(
+                            hyper::Response::builder()
+                                .status(204)
+                                .body(Empty::<Bytes>::new())
+                                .expect("a 204 response"),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    address
+}
+
+fn payload(seq: usize) -> Value {
+    json!({
+        "payment_id": format!("00000000-0000-4000-8000-{seq:012}"),
+        "status": "confirmed",
+        "address": "0x8ba1f109551bd432803012645ac136ddd64dba72",
+        "amount": "12.5",
+        "amount_raw": "12500000",
+        "chain": "ethereum",
+        "chain_id": 1,
+        "token_id": "usdc",
+        "tx_hash": "0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060",
+        "block_number": 19_000_000 + seq,
+        "confirmations": 12
+    })
+}
+
+/// Peak resident set size of `pid`, from `/proc/PID/status`.
+fn peak_rss(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .map(|value| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// p50 / p99 / max of `latencies`, which it sorts.
+fn percentiles(latencies: &mut [Duration]) -> String {
+    if latencies.is_empty() {
+        return "no samples".to_owned();
+    }
+    latencies.sort_unstable();
+    let at = |quantile: f64| {
+        let index = ((latencies.len() as f64 * quantile).ceil() as usize).saturating_sub(1);
+        latencies[index.min(latencies.len() - 1)]
+    };
+    format!(
+        "p50 {:.1?} p99 {:.1?} max {:.1?} ({} samples)",
+        at(0.50),
+        at(0.99),
+        latencies[latencies.len() - 1],
+        latencies.len()
+    )
+}
+
+/// Latencies from each send instant to its event's first arrival; counts the missing ones.
+fn latencies(arrivals: &Arrivals, sent: &[(String, Instant)]) -> (Vec<Duration>, usize) {
+    let mut missing = 0;
+    let mut found = Vec::with_capacity(sent.len());
+    for (id, at) in sent {
+        match arrivals.arrival(id) {
+            Some(arrived) => found.push(arrived.saturating_duration_since(*at)),
+            None => missing += 1,
+        }
+    }
+    (found, missing)
+}
+
+fn event_ids(answer: &Value) -> Vec<String> {
+    answer["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|event| event["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn bulk_phase(
+    gateway: Arc<Gateway>,
+    arrivals: Arc<Arrivals>,
+    events: usize,
+    within: Duration,
+) {
+    println!("phase 1: {events} events in batches of {BATCH}, {PUBLISHERS} publishers");
+    let batches = events.div_ceil(BATCH);
+    let next_batch = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|_| {
+            let gateway = gateway.clone();
+            let next_batch = next_batch.clone();
+            tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut failures = 0usize;
+                loop {
+                    let batch = next_batch.fetch_add(1, Ordering::Relaxed);
+                    if batch >= batches {
+                        break;
+                    }
+                    let range = batch * BATCH..((batch + 1) * BATCH).min(events);
+                    let body = json!({
+                        "events": range
+                            .map(|seq| json!({"type": "payment.confirmed", "data": payload(seq)}))
+                            .collect::<Vec<_>>()
+                    });
+                    let at = Instant::now();
+                    let answer = gateway.post_json("/v1/events/batch", &body).await;
+                    if answer.status == 201 {
+                        sent.extend(event_ids(&answer.json).into_iter().map(|id| (id, at)));
+                    } else {
+                        failures += 1;
+                        eprintln!("batch {batch}: {} {}", answer.status, answer.text);
+                    }
+                }
+                (sent, failures)
+            })
+        })
+        .collect();
+    let mut sent = Vec::with_capacity(events);
+    let mut failures = 0;
+    for publisher in publishers {
+        let (mine, failed) = publisher.await.expect("publisher task");
+        sent.extend(mine);
+        failures += failed;
+    }
+    let enqueued = started.elapsed();
+    println!(
+        "enqueue: {:.0} events/s ({} events in {enqueued:.2?}, {failures} failed batches)",
+        sent.len() as f64 / enqueued.as_secs_f64(),
+        sent.len()
+    );
+
+    let complete = arrivals.wait_for(sent.len(), within).await;
+    let (mut latency, missing) = latencies(&arrivals, &sent);
+    let last = sent
+        .iter()
+        .filter_map(|(id, _)| arrivals.arrival(id))
+        .max()
+        .unwrap_or(started);
+    let span = last.saturating_duration_since(started);
+    println!(
+        "deliveries: {:.0}/s ({} delivered in {span:.2?}{})",
+        latency.len() as f64 / span.as_secs_f64().max(f64::EPSILON),
+        latency.len(),
+        if complete {
+            String::new()
+        } else {
+            format!(", INCOMPLETE: {missing} not delivered within {within:?}")
+        }
+    );
+    println!("enqueue→delivered latency: {}", percentiles(&mut latency));
+}
+
+async fn steady_phase(
+    gateway: Arc<Gateway>,
+    arrivals: Arc<Arrivals>,
+    rate: u64,
+    seconds: u64,
+    within: Duration,
+) {
+    let total = (rate * seconds) as usize;
+    println!("phase 2: {rate} events/s for {seconds}s, single POST /v1/events, open loop");
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let started = tokio::time::Instant::now();
+    let mut requests = Vec::with_capacity(total);
+    for seq in 0..total {
+        let scheduled = started + interval.mul_f64(seq as f64);
+        tokio::time::sleep_until(scheduled).await;
+        let gateway = gateway.clone();
+        let sent = sent.clone();
+        let failures = failures.clone();
+        requests.push(tokio::spawn(async move {
+            let body = json!({"type": "payment.confirmed", "data": payload(seq)});
+            let answer = gateway.post_json("/v1/events", &body).await;
+            match answer.json["id"].as_str() {
+                Some(id) if answer.status == 201 => sent
+                    .lock()
+                    .unwrap()
+                    .push((id.to_owned(), scheduled.into_std())),
+                _ => {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let offered = started.elapsed();
+    for request in requests {
+        request.await.expect("publish task");
+    }
+    let sent = std::mem::take(&mut *sent.lock().unwrap());
+    println!(
+        "offered: {total} events in {offered:.2?} ({:.0}/s), {} failed",
+        total as f64 / offered.as_secs_f64(),
+        failures.load(Ordering::Relaxed)
+    );
+    let already = arrivals.distinct.borrow().to_owned();
+    let target = already + sent.len();
+    let complete = arrivals.wait_for(target, within).await;
+    let (mut latency, missing) = latencies(&arrivals, &sent);
+    if !complete {
+        println!("INCOMPLETE: {missing} not delivered within {within:?}");
+    }
+    println!(
+        "steady enqueue→delivered latency: {}",
+        percentiles(&mut latency)
+    );
+}
+
+fn main() {
+    let events = env_number("BENCH_EVENTS", 100_000) as usize;
+    let rate = env_number("BENCH_RATE", 1_000).max(1);
+    let seconds = env_number("BENCH_SECS", 10);
+    let within = Duration::from_secs(env_number("BENCH_TIMEOUT_SECS", 600));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the tokio runtime");
+    runtime.block_on(async {
+        let arrivals = Arc::new(Arrivals {
+            first: Mutex::new(HashMap::with_capacity(events + (rate * seconds) as usize)),
+            requests: AtomicUsize::new(0),
+            distinct: watch::channel(0).0,
+        });
+        let receiver = start_receiver(arrivals.clone()).await;
+        let config = support::endpoint(
+            "bench",
+            &format!("http://{receiver}/hook"),
+            "concurrency = 256\nretry_jitter = 0.0\nretry_schedule = [\"0s\", \"1s\", \"5s\"]",
+        );
+        let gateway = Arc::new(Gateway::start(&config).await);
+        let pid = gateway.pid();
+
+        bulk_phase(gateway.clone(), arrivals.clone(), events, within).await;
+        println!("peak RSS after phase 1: {}", peak_rss(pid));
+        if seconds > 0 {
+            steady_phase(gateway.clone(), arrivals.clone(), rate, seconds, within).await;
+            println!("peak RSS after phase 2: {}", peak_rss(pid));
+        }
+        let requests = arrivals.requests.load(Ordering::Relaxed);
+        let distinct = *arrivals.distinct.borrow();
+        println!(
+            "receiver: {requests} requests for {distinct} events ({} repeats)",
+            requests.saturating_sub(distinct)
+        );
+    });
+}

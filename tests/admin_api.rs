@@ -1,0 +1,378 @@
+//! The admin API of the real `hookgate` binary, over loopback HTTP: authentication, validation,
+//! idempotency, batches, endpoint listing and the original service's environment variables.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{
+    ADMIN_TOKEN, ApiResponse, Gateway, OTHER_SECRET, Receiver, SECRET, endpoint, is_id, signatures,
+};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn str_field<'a>(value: &'a Value, field: &str) -> &'a str {
+    value[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{field}` is not a string in {value:#}"))
+}
+
+/// A 400 in the error shape, whatever its code; returns the message.
+fn assert_bad_request(answer: &ApiResponse) -> String {
+    assert_eq!(answer.status, 400, "expected 400, got {answer:#?}");
+    assert!(
+        answer.json["error"]["code"].is_string(),
+        "no error code: {answer:#?}"
+    );
+    let message = answer.json["error"]["message"].as_str().unwrap_or_default();
+    assert!(!message.trim().is_empty(), "no error message: {answer:#?}");
+    message.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_open_and_every_v1_route_needs_the_bearer_token() {
+    let gateway = Gateway::start("").await;
+    let client = gateway.raw_client();
+
+    let health = gateway.send(client.get(gateway.url("/healthz"))).await;
+    assert_eq!(health.status, 200, "{health:#?}");
+    assert_eq!(health.json, json!({"status": "ok"}));
+
+    let unknown = "dlv_00000000000000000000000000000000";
+    let event = json!({"type": "payment.confirmed", "data": {"a": 1}});
+    let routes = [
+        ("GET", "/v1/endpoints".to_owned()),
+        ("GET", "/v1/endpoints/orders".to_owned()),
+        ("POST", "/v1/endpoints/orders/enable".to_owned()),
+        ("POST", "/v1/events".to_owned()),
+        ("POST", "/v1/events/batch".to_owned()),
+        ("GET", format!("/v1/deliveries/{unknown}")),
+        ("POST", format!("/v1/deliveries/{unknown}/replay")),
+    ];
+    let wrong = [
+        None,
+        Some("Bearer wrong-token"),
+        Some("Bearer test-tok"),
+        Some("Bearer test-token-and-more"),
+        Some("test-token"),
+        Some("Basic dGVzdC10b2tlbg=="),
+    ];
+    for (method, path) in &routes {
+        for authorization in wrong {
+            let mut request = match *method {
+                "GET" => client.get(gateway.url(path)),
+                _ => client
+                    .post(gateway.url(path))
+                    .header("content-type", "application/json")
+                    .body(event.to_string()),
+            };
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            let answer = gateway.send(request).await;
+            assert_eq!(
+                answer.status, 401,
+                "{method} {path} with Authorization {authorization:?}: {answer:#?}"
+            );
+            answer.assert_error(401, "unauthorized");
+        }
+    }
+
+    let with_token = gateway
+        .send(
+            client
+                .get(gateway.url("/v1/endpoints"))
+                .header("authorization", format!("Bearer {ADMIN_TOKEN}")),
+        )
+        .await;
+    assert_eq!(with_token.status, 200, "{with_token:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_events_are_rejected_with_a_message_and_not_delivered() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("all", &receiver.url("/hook"), "")).await;
+
+    let bodies = [
+        ("truncated JSON", r#"{"type":"payment.confirmed","data":{"#),
+        ("not JSON", "payment.confirmed"),
+        ("empty body", ""),
+        ("missing type", r#"{"data":{"payment_id":"p1"}}"#),
+        (
+            "type not a string",
+            r#"{"type":5,"data":{"payment_id":"p1"}}"#,
+        ),
+        (
+            "data an array",
+            r#"{"type":"payment.confirmed","data":[1,2]}"#,
+        ),
+        (
+            "data a string",
+            r#"{"type":"payment.confirmed","data":"p1"}"#,
+        ),
+        ("data null", r#"{"type":"payment.confirmed","data":null}"#),
+        (
+            "a JSON array",
+            r#"[{"type":"payment.confirmed","data":{}}]"#,
+        ),
+    ];
+    for (what, body) in bodies {
+        let answer = gateway.post_raw("/v1/events", body, &[]).await;
+        assert_eq!(answer.status, 400, "{what}: {answer:#?}");
+        answer.assert_error(400, "invalid_body");
+    }
+
+    let empty = gateway
+        .post_json("/v1/events/batch", &json!({"events": []}))
+        .await;
+    assert_bad_request(&empty);
+    let no_events = gateway.post_json("/v1/events/batch", &json!({})).await;
+    assert_bad_request(&no_events);
+
+    let good = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p1"}))
+        .await;
+    receiver
+        .wait_for_event("/hook", str_field(&good, "id"), WAIT)
+        .await;
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "only the valid event may be delivered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_hold_1_to_1000_events() {
+    let gateway = Gateway::start("").await;
+    let event = json!({"type": "payment.created", "data": {"n": 1}});
+
+    let full = gateway
+        .post_json(
+            "/v1/events/batch",
+            &json!({"events": vec![event.clone(); 1000]}),
+        )
+        .await;
+    assert_eq!(full.status, 201, "1000 events are allowed: {}", full.text);
+    assert_eq!(full.json["events"].as_array().map(Vec::len), Some(1000));
+
+    let too_many = gateway
+        .post_json("/v1/events/batch", &json!({"events": vec![event; 1001]}))
+        .await;
+    assert_bad_request(&too_many);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_malformed_delivery_ids_are_not_found() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("all", &receiver.url("/hook"), "")).await;
+    let event = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p1"}))
+        .await;
+    let event_id = str_field(&event, "id");
+
+    for id in [
+        "dlv_00000000000000000000000000000000",
+        "dlv_zz",
+        "not-an-id",
+        event_id,
+    ] {
+        gateway
+            .get_json(&format!("/v1/deliveries/{id}"))
+            .await
+            .assert_error(404, "not_found");
+        gateway
+            .post_json(&format!("/v1/deliveries/{id}/replay"), &json!({}))
+            .await
+            .assert_error(404, "not_found");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_replays_the_first_answer() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("all", &receiver.url("/hook"), "")).await;
+    let event = json!({"type": "payment.confirmed", "data": {"payment_id": "p-idem"}});
+    let key = [("idempotency-key", "order-42-confirmed")];
+
+    let first = gateway.post_json_with("/v1/events", &event, &key).await;
+    assert_eq!(first.status, 201, "{first:#?}");
+    assert_ne!(first.header("idempotent-replayed"), Some("true"));
+    let again = gateway.post_json_with("/v1/events", &event, &key).await;
+    assert_eq!(again.status, 200, "{again:#?}");
+    assert_eq!(
+        again.header("idempotent-replayed"),
+        Some("true"),
+        "{again:#?}"
+    );
+    assert_eq!(again.json, first.json, "a replay answers with the same ids");
+
+    let event_id = str_field(&first.json, "id");
+    let received = receiver.wait_for_event("/hook", event_id, WAIT).await;
+    assert_eq!(received.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_reused_with_another_body_conflicts() {
+    let gateway = Gateway::start("").await;
+    let key = [("idempotency-key", "order-43-confirmed")];
+    let original = json!({"type": "payment.confirmed", "data": {"payment_id": "p1"}});
+
+    let first = gateway.post_json_with("/v1/events", &original, &key).await;
+    assert_eq!(first.status, 201, "{first:#?}");
+    for changed in [
+        json!({"type": "payment.confirmed", "data": {"payment_id": "p2"}}),
+        json!({"type": "payment.expired", "data": {"payment_id": "p1"}}),
+    ] {
+        gateway
+            .post_json_with("/v1/events", &changed, &key)
+            .await
+            .assert_error(409, "idempotency_conflict");
+    }
+    let replay = gateway.post_json_with("/v1/events", &original, &key).await;
+    assert_eq!(replay.status, 200, "{replay:#?}");
+    assert_eq!(replay.json, first.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_without_a_key_creates_a_new_event_each_time() {
+    let gateway = Gateway::start("").await;
+    let first = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p1"}))
+        .await;
+    let second = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p1"}))
+        .await;
+    assert_ne!(first["id"], second["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_publish_answers_each_event_in_order() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("all", &receiver.url("/hook"), "")).await;
+    let types = [
+        "payment.created",
+        "payment.detected",
+        "payment.confirmed",
+        "payment.expired",
+        "payment.confirmed",
+    ];
+    let events: Vec<(&str, Value)> = types
+        .iter()
+        .enumerate()
+        .map(|(seq, event_type)| (*event_type, json!({"seq": seq})))
+        .collect();
+
+    let published = gateway.publish_batch(&events).await;
+    assert_eq!(published.len(), types.len());
+    let mut ids: Vec<&str> = Vec::new();
+    for (seq, event) in published.iter().enumerate() {
+        assert_eq!(event["type"], types[seq], "event {seq}: {event:#}");
+        let id = str_field(event, "id");
+        assert!(is_id(id, "evt_"), "event {seq}: {event:#}");
+        assert!(event["timestamp"].is_string(), "event {seq}: {event:#}");
+        let deliveries = event["deliveries"].as_array().expect("deliveries array");
+        assert_eq!(deliveries.len(), 1, "event {seq}: {event:#}");
+        assert_eq!(deliveries[0]["endpoint_id"], "all");
+        assert!(is_id(str_field(&deliveries[0], "id"), "dlv_"));
+        ids.push(id);
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "event ids repeat: {ids:?}");
+
+    for (seq, id) in ids.iter().enumerate() {
+        let body = receiver.wait_for_event("/hook", id, WAIT).await[0].json();
+        assert_eq!(
+            body["data"],
+            json!({"seq": seq}),
+            "event {id} carries another's data"
+        );
+        assert_eq!(body["type"], types[seq]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_are_listed_without_their_secrets() {
+    let rotation = format!(
+        "event_types = [\"payment.confirmed\"]\nprevious_secret = \"{OTHER_SECRET}\"\n\
+         previous_secret_expires_at = \"2099-01-01T00:00:00Z\""
+    );
+    let config = endpoint("orders", "http://127.0.0.1:9/orders", &rotation)
+        + &endpoint("audit", "http://127.0.0.1:9/audit", "");
+    let gateway = Gateway::start(&config).await;
+
+    let list = gateway.get_json("/v1/endpoints").await;
+    let orders = gateway.get_json("/v1/endpoints/orders").await;
+    for answer in [&list, &orders] {
+        assert_eq!(answer.status, 200, "{answer:#?}");
+        for secret in [SECRET, OTHER_SECRET] {
+            let key = secret.trim_start_matches("whsec_");
+            assert!(
+                !answer.text.contains(key),
+                "an endpoint answer contains a secret: {}",
+                answer.text
+            );
+        }
+    }
+
+    let endpoints = list.json["endpoints"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no endpoints array: {list:#?}"));
+    assert_eq!(endpoints.len(), 2, "{list:#?}");
+    let listed = endpoints
+        .iter()
+        .find(|endpoint| endpoint["id"] == "orders")
+        .unwrap_or_else(|| panic!("orders is not listed: {list:#?}"));
+    for shown in [listed, &orders.json] {
+        assert_eq!(shown["id"], "orders");
+        assert_eq!(shown["url"], "http://127.0.0.1:9/orders");
+        assert_eq!(shown["enabled"], true);
+        assert_eq!(shown["disabled_reason"], Value::Null);
+        assert_eq!(shown["event_types"], json!(["payment.confirmed"]));
+    }
+    let audit = endpoints
+        .iter()
+        .find(|endpoint| endpoint["id"] == "audit")
+        .unwrap_or_else(|| panic!("audit is not listed: {list:#?}"));
+    assert_eq!(audit["event_types"], json!(["*"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_url_and_secret_variables_define_the_default_endpoint() {
+    const LEGACY_SECRET: &str = "legacy-shared-secret";
+    let receiver = Receiver::ok().await;
+    let url = receiver.url("/legacy");
+    let gateway = Gateway::start_with_env(
+        "",
+        &[("WEBHOOK_URL", &url), ("WEBHOOK_SECRET", LEGACY_SECRET)],
+    )
+    .await;
+
+    let list = gateway.get_json("/v1/endpoints").await;
+    assert_eq!(list.status, 200, "{list:#?}");
+    assert!(!list.text.contains(LEGACY_SECRET), "{}", list.text);
+    let endpoints = list.json["endpoints"].as_array().expect("endpoints array");
+    assert_eq!(endpoints.len(), 1, "{list:#?}");
+    assert_eq!(endpoints[0]["id"], "default");
+    assert_eq!(endpoints[0]["url"], url.as_str());
+    assert_eq!(endpoints[0]["enabled"], true);
+    assert_eq!(endpoints[0]["event_types"], json!(["*"]));
+
+    for event_type in ["payment.confirmed", "payment.expired"] {
+        let event = gateway
+            .publish(event_type, json!({"payment_id": "p-legacy"}))
+            .await;
+        let deliveries = event["deliveries"].as_array().expect("deliveries array");
+        assert_eq!(deliveries.len(), 1, "{event:#}");
+        assert_eq!(deliveries[0]["endpoint_id"], "default");
+        let request = &receiver
+            .wait_for_event("/legacy", str_field(&event, "id"), WAIT)
+            .await[0];
+        signatures::assert_signed_by(LEGACY_SECRET, request);
+        assert_eq!(request.json()["type"], event_type);
+    }
+}
