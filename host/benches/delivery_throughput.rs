@@ -14,6 +14,8 @@
 //!
 //! Figures are printed as plain lines; nothing is asserted. Every wait has a deadline
 //! (`BENCH_TIMEOUT_SECS`, default 600), so the run is bounded even when the gateway is not.
+//! `BENCH_PLUGIN=NAME` puts `target/plugins/NAME.wasm` in the endpoint's plugin chain, to compare
+//! throughput with and without a plugin.
 //! Run with `cargo bench -p hookgate --bench delivery_throughput`.
 
 #[path = "../../tests/support/mod.rs"]
@@ -283,6 +285,9 @@ async fn steady_phase(
 ) {
     let total = (rate * seconds) as usize;
     println!("phase 2: {rate} events/s for {seconds}s, single POST /v1/events, open loop");
+    // Phase 1 waited for its events (or reported that it gave up); from here on, arrivals are
+    // phase 2's.
+    let before = *arrivals.distinct.borrow();
     let sent = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let failures = Arc::new(AtomicUsize::new(0));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -318,9 +323,7 @@ async fn steady_phase(
         total as f64 / offered.as_secs_f64(),
         failures.load(Ordering::Relaxed)
     );
-    let already = arrivals.distinct.borrow().to_owned();
-    let target = already + sent.len();
-    let complete = arrivals.wait_for(target, within).await;
+    let complete = arrivals.wait_for(before + sent.len(), within).await;
     let (mut latency, missing) = latencies(&arrivals, &sent);
     if !complete {
         println!("INCOMPLETE: {missing} not delivered within {within:?}");
@@ -347,11 +350,30 @@ fn main() {
             distinct: watch::channel(0).0,
         });
         let receiver = start_receiver(arrivals.clone()).await;
-        let config = support::endpoint(
+        let mut config = support::endpoint(
             "bench",
             &format!("http://{receiver}/hook"),
             "concurrency = 256\nretry_jitter = 0.0\nretry_schedule = [\"0s\", \"1s\", \"5s\"]",
         );
+        // BENCH_PLUGIN=NAME runs every event through target/plugins/NAME.wasm.
+        let plugin_dir = tempfile::tempdir().expect("creating the plugins directory");
+        if let Ok(name) = std::env::var("BENCH_PLUGIN") {
+            let component = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/plugins")
+                .join(format!("{name}.wasm"));
+            std::fs::copy(&component, plugin_dir.path().join(format!("{name}.wasm")))
+                .unwrap_or_else(|err| {
+                    panic!(
+                        "{}: {err} (run `cargo run -p hookgate-plugin-build`)",
+                        component.display()
+                    )
+                });
+            config = format!(
+                "[plugins]\ndir = '{}'\n\n{config}[[endpoints.plugins]]\nname = \"{name}\"\n",
+                plugin_dir.path().display()
+            );
+            println!("plugin chain: {name}");
+        }
         let gateway = Arc::new(Gateway::start(&config).await);
         let pid = gateway.pid();
 

@@ -11,6 +11,11 @@ use hookgate::gateway::Gateway;
 use hookgate::plugins;
 use tracing_subscriber::EnvFilter;
 
+/// The gateway allocates and frees many small buffers per request on several threads; mimalloc
+/// is markedly faster than glibc's allocator at that (see the delivery benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hookgate",
