@@ -61,6 +61,7 @@ async fn handle(
             .unwrap_or_default()
             .to_owned()
     };
+    let path = request.uri().path().to_owned();
     let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
     let (standard, legacy) = (header("webhook-signature"), header("x-webhook-signature"));
     let body = match request.into_body().collect().await {
@@ -72,13 +73,13 @@ async fn handle(
     match verdict {
         Ok(()) => {
             println!(
-                "receiver: verified {id}: {}",
+                "receiver: verified {path} {id}: {}",
                 String::from_utf8_lossy(&body)
             );
             Ok(reply(StatusCode::NO_CONTENT, ""))
         }
         Err(reason) => {
-            println!("receiver: REJECTED {id}: {reason}");
+            println!("receiver: REJECTED {path} {id}: {reason}");
             Ok(reply(StatusCode::UNAUTHORIZED, reason))
         }
     }
