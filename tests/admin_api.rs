@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    ADMIN_TOKEN, ApiResponse, Gateway, OTHER_SECRET, Receiver, SECRET, endpoint, is_id, signatures,
+    ADMIN_TOKEN, ApiResponse, Gateway, OTHER_SECRET, Receiver, SECRET, endpoint, is_id, is_rfc3339,
+    signatures,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -272,7 +273,10 @@ async fn batch_publish_answers_each_event_in_order() {
         assert_eq!(event["type"], types[seq], "event {seq}: {event:#}");
         let id = str_field(event, "id");
         assert!(is_id(id, "evt_"), "event {seq}: {event:#}");
-        assert!(event["timestamp"].is_string(), "event {seq}: {event:#}");
+        assert!(
+            is_rfc3339(str_field(event, "timestamp")),
+            "event {seq}: {event:#}"
+        );
         let deliveries = event["deliveries"].as_array().expect("deliveries array");
         assert_eq!(deliveries.len(), 1, "event {seq}: {event:#}");
         assert_eq!(deliveries[0]["endpoint_id"], "all");
@@ -375,4 +379,52 @@ async fn webhook_url_and_secret_variables_define_the_default_endpoint() {
         signatures::assert_signed_by(LEGACY_SECRET, request);
         assert_eq!(request.json()["type"], event_type);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_overrides_listen_address_token_and_store_path() {
+    const ENV_TOKEN: &str = "token-from-the-environment";
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+        listener.local_addr().expect("its address").port()
+    };
+    let elsewhere = tempfile::tempdir().expect("a temporary directory");
+    let store = elsewhere.path().join("from-env.redb");
+    let gateway = Gateway::start_with_env(
+        "",
+        &[
+            ("HOOKGATE_LISTEN", &format!("127.0.0.1:{port}")),
+            ("HOOKGATE_ADMIN_TOKEN", ENV_TOKEN),
+            ("HOOKGATE_DB", store.to_str().expect("a UTF-8 path")),
+        ],
+    )
+    .await;
+
+    assert_eq!(gateway.address().port(), port, "HOOKGATE_LISTEN");
+    assert!(
+        store.exists(),
+        "HOOKGATE_DB: no redb file at {}",
+        store.display()
+    );
+    assert!(
+        !gateway.dir().join("hookgate.redb").exists(),
+        "the config file's store path was used despite HOOKGATE_DB"
+    );
+    let client = gateway.raw_client();
+    let with_file_token = gateway
+        .send(
+            client
+                .get(gateway.url("/v1/endpoints"))
+                .bearer_auth(ADMIN_TOKEN),
+        )
+        .await;
+    with_file_token.assert_error(401, "unauthorized");
+    let with_env_token = gateway
+        .send(
+            client
+                .get(gateway.url("/v1/endpoints"))
+                .bearer_auth(ENV_TOKEN),
+        )
+        .await;
+    assert_eq!(with_env_token.status, 200, "{with_env_token:#?}");
 }

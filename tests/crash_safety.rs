@@ -15,19 +15,22 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 const EVENTS: usize = 2_000;
-const BATCH: usize = 100;
+const BATCH: usize = 50;
 const BATCHES: usize = EVENTS / BATCH;
 const KILL_AFTER_DELIVERIES: usize = 300;
 const CONCURRENCY: usize = 32;
 /// Long enough that all `CONCURRENCY` slots stay busy, so a kill always cuts requests in flight;
-/// it also caps delivery at 1,600/s, which keeps the duplicate bound below meaningful.
-const RECEIVER_DELAY: Duration = Duration::from_millis(20);
+/// it also caps delivery at 640/s, so the duplicate bound below (about 32 + 160) stays well
+/// under the ~300 events delivered at the kill, and a gateway that re-sent everything would
+/// fail it.
+const RECEIVER_DELAY: Duration = Duration::from_millis(50);
 
 /// How long after a receiver answered its 200 the gateway may still not have committed that
-/// outcome. The writer commits back to back, one transaction per drain of its channel; on this
-/// kind of machine an outcome was seen uncommitted up to ~12 ms after its answer. An outcome
-/// older than 100 ms that is lost means the commit path is not doing its job.
-const COMMIT_ALLOWANCE: Duration = Duration::from_millis(100);
+/// outcome. The writer commits back to back, one transaction per drain of its channel; on the
+/// project's 2-core machines an outcome was seen uncommitted up to ~12 ms after its answer. The
+/// allowance is 20 times that, for a loaded machine with slow fsyncs; an outcome older than
+/// 250 ms that is lost means the commit path is not doing its job.
+const COMMIT_ALLOWANCE: Duration = Duration::from_millis(250);
 
 /// Batch `batch` of the run: events `seq` with idempotency keys `seq-{seq}`, so a batch whose
 /// answer was lost to the kill can be sent again safely.
@@ -327,4 +330,116 @@ async fn publisher_that_disconnects_mid_request_never_leaves_a_forgotten_event()
             "nonce {nonce} was committed as a second event besides the one its key names"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_schedule_dead_letters_and_disabled_endpoints_survive_kill_9() {
+    const RETRY_DELAY: Duration = Duration::from_secs(3);
+    let receiver = Receiver::start(|call| match (call.path.as_str(), call.attempt) {
+        ("/retry", 1) | ("/dead", 1) => Reply::status(500),
+        ("/gone", 1) => Reply::status(410),
+        _ => Reply::ok(),
+    })
+    .await;
+    let config = endpoint(
+        "retry",
+        &receiver.url("/retry"),
+        "retry_schedule = [\"0s\", \"3s\"]\nretry_jitter = 0.0",
+    ) + &endpoint("dead", &receiver.url("/dead"), "retry_schedule = [\"0s\"]")
+        + &endpoint(
+            "gone",
+            &receiver.url("/gone"),
+            "retry_schedule = [\"0s\", \"100ms\"]\nretry_jitter = 0.0",
+        );
+    let mut gateway = Gateway::start(&config).await;
+
+    let event = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p-restart"}))
+        .await;
+    let delivery_to = |endpoint_id: &str| {
+        event["deliveries"]
+            .as_array()
+            .and_then(|deliveries| {
+                deliveries
+                    .iter()
+                    .find(|delivery| delivery["endpoint_id"] == endpoint_id)
+            })
+            .and_then(|delivery| delivery["id"].as_str())
+            .unwrap_or_else(|| panic!("no delivery to {endpoint_id}: {event:#}"))
+            .to_owned()
+    };
+    let (retry, dead, gone) = (
+        delivery_to("retry"),
+        delivery_to("dead"),
+        delivery_to("gone"),
+    );
+    let wait = Duration::from_secs(15);
+    support::poll_until(
+        wait,
+        "attempt 1 of the retried delivery to be recorded",
+        || gateway.delivery(&retry),
+        |delivery| delivery["attempt_count"] == 1 && delivery["status"] == "pending",
+    )
+    .await;
+    gateway
+        .wait_for_delivery_status(&dead, "dead_lettered", wait)
+        .await;
+    gateway
+        .wait_for_delivery_status(&gone, "dead_lettered", wait)
+        .await;
+    support::poll_until(
+        wait,
+        "endpoint gone to be disabled",
+        || gateway.get_json("/v1/endpoints/gone"),
+        |answer| answer.json["enabled"] == false,
+    )
+    .await;
+
+    gateway.kill9().await;
+    gateway.restart().await;
+
+    let still_dead = gateway.delivery(&dead).await;
+    assert_eq!(still_dead["status"], "dead_lettered", "{still_dead:#}");
+    assert_eq!(still_dead["attempt_count"], 1, "{still_dead:#}");
+    assert!(still_dead["last_error"].is_string(), "{still_dead:#}");
+    let gone_endpoint = gateway.get_json("/v1/endpoints/gone").await;
+    assert_eq!(
+        gone_endpoint.json["enabled"], false,
+        "a 410 disables the endpoint for good, restarts included: {gone_endpoint:#?}"
+    );
+
+    let retried = receiver.wait_for_count("/retry", 2, wait).await;
+    let gap = retried[1].arrived - retried[0].arrived;
+    assert!(
+        gap >= RETRY_DELAY - Duration::from_millis(50),
+        "attempt 2 came {gap:?} after attempt 1; the schedule says {RETRY_DELAY:?}, restart or not"
+    );
+    assert_eq!(retried[0].body, retried[1].body);
+    gateway
+        .wait_for_delivery_status(&retry, "delivered", wait)
+        .await;
+
+    let replay = gateway
+        .post_json(&format!("/v1/deliveries/{dead}/replay"), &json!({}))
+        .await;
+    assert_eq!(replay.status, 202, "{replay:#?}");
+    let replayed = receiver.wait_for_count("/dead", 2, wait).await;
+    assert_eq!(replayed[0].body, replayed[1].body);
+    gateway
+        .wait_for_delivery_status(&dead, "delivered", wait)
+        .await;
+
+    let later = gateway
+        .publish("payment.confirmed", json!({"payment_id": "p-later"}))
+        .await;
+    let endpoints: Vec<&Value> = later["deliveries"]
+        .as_array()
+        .expect("deliveries array")
+        .iter()
+        .map(|delivery| &delivery["endpoint_id"])
+        .collect();
+    assert!(
+        !endpoints.contains(&&json!("gone")),
+        "the disabled endpoint got a new delivery after the restart: {later:#}"
+    );
 }

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use support::{
-    Gateway, OTHER_SECRET, Receiver, Reply, SECRET, endpoint, is_id, signatures, unix_now,
+    Gateway, OTHER_SECRET, Received, Receiver, Reply, SECRET, endpoint, is_id, is_rfc3339,
+    signatures, unix_now,
 };
 
 /// How long anything that should happen promptly may take.
@@ -81,6 +82,26 @@ fn signature_checks_match_the_standard_webhooks_test_vector() {
     );
 }
 
+#[test]
+fn timestamp_check_accepts_rfc3339_only() {
+    for good in [
+        "2026-11-22T10:00:00Z",
+        "2026-11-22T10:00:00.123Z",
+        "2026-11-22T10:00:00+01:00",
+    ] {
+        assert!(is_rfc3339(good), "{good}");
+    }
+    for bad in [
+        "2026-11-22 10:00:00Z",
+        "2026-11-22T10:00:00",
+        "1763805600",
+        "Sun, 22 Nov 2026 10:00:00 GMT",
+        "2026-11-22T10:00:00.Z",
+    ] {
+        assert!(!is_rfc3339(bad), "{bad}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn successful_delivery_is_signed_both_ways_with_the_event_as_body() {
     let receiver = Receiver::ok().await;
@@ -91,6 +112,7 @@ async fn successful_delivery_is_signed_both_ways_with_the_event_as_body() {
     let event_id = str_field(&event, "id");
     assert!(is_id(event_id, "evt_"), "event id {event_id}");
     assert_eq!(event["type"], "payment.confirmed");
+    assert!(is_rfc3339(str_field(&event, "timestamp")), "{event:#}");
     let delivery_id = only_delivery(&event, "orders");
     assert!(is_id(&delivery_id, "dlv_"), "delivery id {delivery_id}");
 
@@ -129,12 +151,15 @@ async fn successful_delivery_is_signed_both_ways_with_the_event_as_body() {
     assert_eq!(delivery["attempt_count"], 1);
     assert_eq!(delivery["next_attempt_at"], Value::Null);
     assert_eq!(delivery["last_error"], Value::Null);
-    assert!(delivery["created_at"].is_string(), "{delivery:#}");
+    assert!(
+        is_rfc3339(str_field(&delivery, "created_at")),
+        "{delivery:#}"
+    );
     let attempt = &delivery["attempts"][0];
     assert_eq!(attempt["number"], 1, "{delivery:#}");
     assert_eq!(attempt["status_code"], 200, "{delivery:#}");
     assert_eq!(attempt["error"], Value::Null, "{delivery:#}");
-    assert!(attempt["at"].is_string(), "{delivery:#}");
+    assert!(is_rfc3339(str_field(attempt, "at")), "{delivery:#}");
     assert!(attempt["latency_ms"].is_u64(), "{delivery:#}");
 }
 
@@ -290,8 +315,12 @@ async fn gone_410_disables_the_endpoint_until_it_is_enabled_again() {
 }
 
 /// Publishes one event to an endpoint whose second attempt is scheduled 60 s out, answers its
-/// first attempt with 503 and `retry_after`, and returns the gap between the two attempts.
-async fn gap_after_retry_after(delivery_section: &str, retry_after: String) -> Duration {
+/// first attempt with 503 and `retry_after`, and returns the gap between the two attempts and
+/// the two requests.
+async fn gap_after_retry_after(
+    delivery_section: &str,
+    retry_after: String,
+) -> (Duration, [Received; 2]) {
     let receiver = Receiver::start(move |call| match call.attempt {
         1 => Reply::status(503).header("retry-after", &retry_after),
         _ => Reply::ok(),
@@ -316,14 +345,15 @@ async fn gap_after_retry_after(delivery_section: &str, retry_after: String) -> D
         .await;
     assert_eq!(delivery["attempts"][0]["status_code"], 503, "{delivery:#}");
     assert_eq!(received[0].body, received[1].body);
-    received[1].arrived - received[0].arrived
+    let gap = received[1].arrived - received[0].arrived;
+    (gap, [received[0].clone(), received[1].clone()])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_seconds_replaces_the_scheduled_delay() {
-    let gap = gap_after_retry_after("", "1".to_owned()).await;
+    let (gap, _) = gap_after_retry_after("", "1".to_owned()).await;
     assert!(
-        gap >= Duration::from_millis(950) && gap < Duration::from_secs(30),
+        (Duration::from_millis(950)..Duration::from_secs(30)).contains(&gap),
         "Retry-After: 1 should put attempt 2 about 1s after attempt 1 (schedule: 60s), got {gap:?}"
     );
 }
@@ -331,20 +361,35 @@ async fn retry_after_seconds_replaces_the_scheduled_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_http_date_replaces_the_scheduled_delay() {
     let at = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(3));
-    let gap = gap_after_retry_after("", at.clone()).await;
+    let (gap, [first, second]) = gap_after_retry_after("", at.clone()).await;
     assert!(
-        gap >= Duration::from_millis(1500) && gap < Duration::from_secs(30),
+        (Duration::from_millis(1500)..Duration::from_secs(30)).contains(&gap),
         "Retry-After: {at} (2-3s ahead) should put attempt 2 about 2-3s after attempt 1 \
          (schedule: 60s), got {gap:?}"
     );
+    // Seconds apart, each attempt carries its own timestamp and a signature over it.
+    let timestamp = |request: &Received| -> u64 {
+        request
+            .header("webhook-timestamp")
+            .and_then(|text| text.parse().ok())
+            .expect("webhook-timestamp in unix seconds")
+    };
+    assert!(
+        timestamp(&second) > timestamp(&first),
+        "webhook-timestamp is the time of each attempt: {} then {}",
+        timestamp(&first),
+        timestamp(&second)
+    );
+    signatures::assert_signed_by(SECRET, &first);
+    signatures::assert_signed_by(SECRET, &second);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_clamped_to_max_retry_after() {
-    let gap =
+    let (gap, _) =
         gap_after_retry_after("[delivery]\nmax_retry_after = \"1s\"\n", "3600".to_owned()).await;
     assert!(
-        gap >= Duration::from_millis(950) && gap < Duration::from_secs(30),
+        (Duration::from_millis(950)..Duration::from_secs(30)).contains(&gap),
         "Retry-After: 3600 clamped to max_retry_after = 1s should put attempt 2 about 1s \
          after attempt 1, got {gap:?}"
     );
@@ -429,7 +474,10 @@ async fn replaying_a_pending_delivery_conflicts() {
     )
     .await;
     assert_eq!(waiting["status"], "pending", "{waiting:#}");
-    assert!(waiting["next_attempt_at"].is_string(), "{waiting:#}");
+    assert!(
+        is_rfc3339(str_field(&waiting, "next_attempt_at")),
+        "{waiting:#}"
+    );
 
     let replay = gateway
         .post_json(&format!("/v1/deliveries/{delivery_id}/replay"), &json!({}))
@@ -524,19 +572,21 @@ async fn events_reach_only_the_endpoints_subscribed_to_their_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_endpoint_does_not_starve_the_others() {
+async fn hanging_endpoints_do_not_starve_the_others() {
     const EVENTS: usize = 20;
     const HANG: Duration = Duration::from_secs(30);
     let receiver = Receiver::start(|call| match call.path.as_str() {
-        "/slow" => Reply::ok().after(HANG),
-        _ => Reply::ok(),
+        "/fast" => Reply::ok(),
+        _ => Reply::ok().after(HANG),
     })
     .await;
-    let config = endpoint(
-        "slow",
-        &receiver.url("/slow"),
-        "concurrency = 2\nrequest_timeout = \"60s\"",
-    ) + &endpoint("fast", &receiver.url("/fast"), "");
+    // `slow` sets its own limit; `slow-default` takes the [delivery] default.
+    let config = format!(
+        "[delivery]\nconcurrency = 3\nrequest_timeout = \"60s\"\n\n{}{}{}",
+        endpoint("slow", &receiver.url("/slow"), "concurrency = 2"),
+        endpoint("slow-default", &receiver.url("/slow-default"), ""),
+        endpoint("fast", &receiver.url("/fast"), ""),
+    );
     let gateway = Gateway::start(&config).await;
 
     let events: Vec<(&str, Value)> = (0..EVENTS)
@@ -549,7 +599,7 @@ async fn a_hanging_endpoint_does_not_starve_the_others() {
         .collect();
     expected.sort();
 
-    // Every event reaches the fast endpoint while the slow one still holds its first requests.
+    // Every event reaches the fast endpoint while the slow ones still hold their first requests.
     receiver
         .wait_for(
             Duration::from_secs(10),
@@ -566,14 +616,129 @@ async fn a_hanging_endpoint_does_not_starve_the_others() {
             },
         )
         .await;
-    let slow = receiver.wait_for_count("/slow", 2, WAIT).await;
+    for (path, limit) in [("/slow", 2), ("/slow-default", 3)] {
+        let slow = receiver.wait_for_count(path, limit, WAIT).await;
+        assert!(
+            slow.iter().all(|request| request.answered.is_none()),
+            "the slow receiver answered early; the test proves nothing"
+        );
+        assert_eq!(
+            receiver.max_in_flight(path),
+            limit,
+            "{path}: the endpoint's concurrency limit is {limit}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_snippet_is_at_most_1024_bytes_of_the_body() {
+    let body = "é".repeat(1000);
+    let answer = body.clone();
+    let receiver = Receiver::start(move |_| Reply::status(500).body(answer.clone())).await;
+    let gateway = Gateway::start(&endpoint(
+        "orders",
+        &receiver.url("/hook"),
+        "retry_schedule = [\"0s\"]",
+    ))
+    .await;
+
+    let event = gateway
+        .publish("payment.confirmed", payment("confirmed"))
+        .await;
+    let dead = gateway
+        .wait_for_delivery_status(&only_delivery(&event, "orders"), "dead_lettered", WAIT)
+        .await;
+    let snippet = str_field(&dead["attempts"][0], "response_snippet");
     assert!(
-        slow.iter().all(|request| request.answered.is_none()),
-        "the slow receiver answered early; the test proves nothing"
+        !snippet.is_empty() && snippet.len() <= 1024 && body.starts_with(snippet),
+        "response_snippet must be a prefix of the body of at most 1024 bytes; got {} bytes",
+        snippet.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed_and_client_errors_are_retried() {
+    let receiver = Receiver::start(|call| match (call.path.as_str(), call.attempt) {
+        ("/hook", 1) => Reply::status(302).header("location", "/elsewhere"),
+        ("/hook", 2) => Reply::status(400).body("bad request"),
+        _ => Reply::ok(),
+    })
+    .await;
+    let extra = "retry_schedule = [\"0s\", \"100ms\", \"100ms\", \"100ms\"]\nretry_jitter = 0.0";
+    let gateway = Gateway::start(&endpoint("orders", &receiver.url("/hook"), extra)).await;
+
+    let event = gateway
+        .publish("payment.confirmed", payment("confirmed"))
+        .await;
+    let delivery_id = only_delivery(&event, "orders");
+    let delivery = gateway
+        .wait_for_delivery_status(&delivery_id, "delivered", WAIT)
+        .await;
+    assert_eq!(delivery["attempt_count"], 3, "{delivery:#}");
+    let codes: Vec<&Value> = delivery["attempts"]
+        .as_array()
+        .expect("attempts array")
+        .iter()
+        .map(|attempt| &attempt["status_code"])
+        .collect();
     assert_eq!(
-        receiver.max_in_flight("/slow"),
-        2,
-        "the slow endpoint's concurrency limit is 2"
+        codes,
+        [&json!(302), &json!(400), &json!(200)],
+        "{delivery:#}"
     );
+    assert_eq!(receiver.requests_on("/hook").len(), 3);
+    assert!(
+        receiver.requests_on("/elsewhere").is_empty(),
+        "a signed webhook must not follow a redirect"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_records_connect_errors_and_is_dead_lettered() {
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+        listener.local_addr().expect("its address").port()
+    };
+    let gateway = Gateway::start(&endpoint(
+        "gone",
+        &format!("http://127.0.0.1:{closed_port}/hook"),
+        "retry_schedule = [\"0s\", \"100ms\"]\nretry_jitter = 0.0",
+    ))
+    .await;
+
+    let event = gateway
+        .publish("payment.confirmed", payment("confirmed"))
+        .await;
+    let delivery_id = only_delivery(&event, "gone");
+    let dead = gateway
+        .wait_for_delivery_status(&delivery_id, "dead_lettered", WAIT)
+        .await;
+    assert_eq!(dead["attempt_count"], 2, "{dead:#}");
+    assert!(!str_field(&dead, "last_error").is_empty(), "{dead:#}");
+    for attempt in dead["attempts"].as_array().expect("attempts array") {
+        assert_eq!(attempt["status_code"], Value::Null, "{dead:#}");
+        assert!(!str_field(attempt, "error").is_empty(), "{dead:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_defaults_apply_to_endpoints_without_overrides() {
+    let receiver = Receiver::start(|_| Reply::status(503)).await;
+    let config = format!(
+        "[delivery]\nretry_schedule = [\"0s\", \"100ms\"]\nretry_jitter = 0.0\n\n{}",
+        endpoint("orders", &receiver.url("/hook"), "")
+    );
+    let gateway = Gateway::start(&config).await;
+
+    let event = gateway
+        .publish("payment.confirmed", payment("confirmed"))
+        .await;
+    let dead = gateway
+        .wait_for_delivery_status(&only_delivery(&event, "orders"), "dead_lettered", WAIT)
+        .await;
+    assert_eq!(
+        dead["attempt_count"], 2,
+        "the [delivery] schedule has 2 attempts: {dead:#}"
+    );
+    assert_eq!(receiver.requests_on("/hook").len(), 2);
 }

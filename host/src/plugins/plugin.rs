@@ -16,7 +16,7 @@ use wasmtime::{Store, Trap};
 
 use crate::plugins::runtime::{
     Event, HostState, Limits, Outgoing, PluginRuntime, STDIO_CAPACITY, WebhookPlugin,
-    WebhookPluginPre,
+    WebhookPluginPre, thread_cpu_time,
 };
 
 /// Calls one instance serves before it is replaced by a fresh one.
@@ -201,6 +201,7 @@ impl LoadedPlugin {
             Some(warm) => warm,
             None => self.instantiate(&limits)?,
         };
+        warm.store.data_mut().call_cpu_start = thread_cpu_time();
         warm.store.set_epoch_deadline(limits.deadline_ticks());
         let result = call(&warm.bindings, &mut warm.store);
         let stdio_used = log_stdio(&mut warm.store);
@@ -218,6 +219,7 @@ impl LoadedPlugin {
 
     fn instantiate(&self, limits: &Limits) -> Result<Warm, PluginError> {
         let mut store = self.runtime.new_store(self.reference.clone());
+        store.data_mut().call_cpu_start = thread_cpu_time();
         store.set_epoch_deadline(limits.deadline_ticks());
         let bindings = self
             .pre

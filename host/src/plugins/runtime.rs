@@ -2,9 +2,12 @@
 //!
 //! * **Compile once, instantiate cheaply**: the pooling allocator keeps instance slots and
 //!   copy-on-write memory images ready, so a fresh instance costs microseconds.
-//! * **CPU**: epoch interruption. A ticker thread bumps the engine's epoch every millisecond;
-//!   each call gets a deadline of `time_limit` in ticks and traps when it passes. Cheaper than
-//!   fuel on the hot path and immune to host-side clock jumps.
+//! * **CPU**: epoch interruption, checked against the thread's CPU clock. A ticker thread bumps
+//!   the engine's epoch every millisecond; each call gets a deadline of `time_limit` in ticks.
+//!   When it passes, a callback reads the calling thread's CPU time: a call that really used
+//!   its budget traps, one that was merely descheduled on a busy machine gets the rest of its
+//!   budget. Wall-clock deadlines alone fail healthy plugins under load; fuel would make every
+//!   wasm instruction pay for the check.
 //! * **Memory**: a `StoreLimits` cap per instance that traps on growth past it.
 //! * **Capabilities**: the world's only import is logging. Components built for WASI p2 get
 //!   wasmtime-wasi with an empty context: no preopened directories, no environment, no
@@ -17,7 +20,7 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder,
+    StoreLimits, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -84,6 +87,9 @@ pub struct HostState {
     pub(crate) stderr: MemoryOutputPipe,
     /// How much of stdout/stderr has been logged already.
     pub(crate) logged: (usize, usize),
+    /// The calling thread's CPU time when the current call began.
+    pub(crate) call_cpu_start: Duration,
+    cpu_limit: Duration,
 }
 
 impl WasiView for HostState {
@@ -200,11 +206,39 @@ impl PluginRuntime {
                 stdout,
                 stderr,
                 logged: (0, 0),
+                call_cpu_start: thread_cpu_time(),
+                cpu_limit: self.limits.time,
             },
         );
         store.limiter(|state| &mut state.limits);
+        store.epoch_deadline_callback(|store| {
+            let state = store.data();
+            let used = thread_cpu_time().saturating_sub(state.call_cpu_start);
+            if used >= state.cpu_limit {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            let left = state.cpu_limit - used;
+            Ok(UpdateDeadline::Continue(
+                left.as_micros().div_ceil(TICK.as_micros()) as u64 + 1,
+            ))
+        });
         store
     }
+}
+
+/// CPU time the calling thread has used so far.
+pub(crate) fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `clock_gettime` writes one `timespec` through the valid pointer it is given;
+    // CLOCK_THREAD_CPUTIME_ID is supported on every Linux the gateway runs on.
+    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    if status != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 /// Advances the engine's epoch every [`TICK`] until the runtime is dropped.
