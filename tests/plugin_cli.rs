@@ -1,20 +1,12 @@
 //! `hookgate plugin check` and `hookgate plugin run`: a merchant tests a real component
 //! (from `target/plugins/`, built by `cargo run -p hookgate-plugin-build`) without a gateway.
 
-use std::path::{Path, PathBuf};
+#[path = "support/mod.rs"]
+mod support;
+
 use std::process::{Command, Output};
 
-fn component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build the plugins first with `cargo run -p hookgate-plugin-build`",
-        path.display()
-    );
-    path
-}
+use support::component;
 
 fn hookgate(args: &[&str]) -> (Output, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_hookgate"))

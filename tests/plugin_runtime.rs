@@ -6,26 +6,13 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Gateway, Receiver, Reply, SECRET, endpoint, poll_until, signatures};
+use support::{Gateway, Receiver, Reply, SECRET, component, endpoint, poll_until, signatures};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A compiled plugin component from the build step's output.
-fn component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: build the plugins first with `cargo run -p hookgate-plugin-build`",
-        path.display()
-    );
-    path
-}
 
 /// Installs `component` as `dir/name.wasm` the way an operator should: write aside, rename.
 fn install(dir: &Path, name: &str, bytes: &[u8]) {

@@ -12,11 +12,14 @@
 //! `BENCH_CALLS` calls (default 20 000). Nothing is asserted.
 //! Run with `cargo bench -p hookgate --bench plugin_calls`.
 
-use std::path::{Path, PathBuf};
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use hookgate::plugins::runtime::Event;
 use hookgate::plugins::{Limits, LoadedPlugin, PluginRuntime};
+use support::component;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -26,18 +29,6 @@ fn env_number(name: &str, default: usize) -> usize {
                 .unwrap_or_else(|_| panic!("{name}={text:?} is not a number"))
         })
         .unwrap_or(default)
-}
-
-fn component(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/plugins")
-        .join(format!("{name}.wasm"));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo run -p hookgate-plugin-build` first",
-        path.display()
-    );
-    path
 }
 
 fn event(data: serde_json::Value) -> Event {

@@ -593,6 +593,14 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_config_loads() {
+        let example = include_str!("../config.example.toml");
+        let config = load(example, &[]).unwrap();
+        assert_eq!(config.endpoints[0].id, "orders");
+        assert_eq!(config.plugins.memory_limit_mib, 16);
+    }
+
+    #[test]
     fn a_minimal_file_gets_the_documented_defaults() {
         let config = load(MINIMAL, &[]).unwrap();
         assert_eq!(config.server.listen, default_listen());

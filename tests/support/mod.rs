@@ -931,3 +931,16 @@ pub mod signatures {
         assert_eq!(request.header("x-webhook-signature-previous"), None);
     }
 }
+
+/// A plugin component built by `cargo run -p hookgate-plugin-build` (`target/plugins/NAME.wasm`).
+pub fn component(name: &str) -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/plugins")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with `cargo run -p hookgate-plugin-build`",
+        path.display()
+    );
+    path
+}

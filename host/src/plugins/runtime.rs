@@ -101,11 +101,11 @@ impl WasiView for HostState {
     }
 }
 
-impl hookgate::plugin::types::Host for HostState {}
+impl self::hookgate::plugin::types::Host for HostState {}
 
-impl hookgate::plugin::log::Host for HostState {
-    fn log(&mut self, level: hookgate::plugin::log::Level, message: String) {
-        use hookgate::plugin::log::Level;
+impl self::hookgate::plugin::log::Host for HostState {
+    fn log(&mut self, level: self::hookgate::plugin::log::Level, message: String) {
+        use self::hookgate::plugin::log::Level;
         let plugin = &*self.plugin_ref;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
