@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, ApiResponse, Gateway, Receiver, Reply, endpoint};
+use support::{ADMIN_TOKEN, ApiResponse, Gateway, Receiver, Reply, delivery_to, endpoint};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
@@ -356,22 +356,10 @@ async fn retry_schedule_dead_letters_and_disabled_endpoints_survive_kill_9() {
     let event = gateway
         .publish("payment.confirmed", json!({"payment_id": "p-restart"}))
         .await;
-    let delivery_to = |endpoint_id: &str| {
-        event["deliveries"]
-            .as_array()
-            .and_then(|deliveries| {
-                deliveries
-                    .iter()
-                    .find(|delivery| delivery["endpoint_id"] == endpoint_id)
-            })
-            .and_then(|delivery| delivery["id"].as_str())
-            .unwrap_or_else(|| panic!("no delivery to {endpoint_id}: {event:#}"))
-            .to_owned()
-    };
     let (retry, dead, gone) = (
-        delivery_to("retry"),
-        delivery_to("dead"),
-        delivery_to("gone"),
+        delivery_to(&event, "retry"),
+        delivery_to(&event, "dead"),
+        delivery_to(&event, "gone"),
     );
     let wait = Duration::from_secs(15);
     support::poll_until(

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use support::{
-    Gateway, OTHER_SECRET, Received, Receiver, Reply, SECRET, endpoint, is_id, is_rfc3339,
-    signatures, unix_now,
+    Gateway, OTHER_SECRET, Received, Receiver, Reply, SECRET, delivery_to, endpoint, is_id,
+    is_rfc3339, signatures, unix_now,
 };
 
 /// How long anything that should happen promptly may take.
@@ -44,18 +44,6 @@ fn only_delivery(event: &Value, endpoint_id: &str) -> String {
     assert_eq!(deliveries.len(), 1, "expected one delivery in {event:#}");
     assert_eq!(deliveries[0]["endpoint_id"], endpoint_id, "in {event:#}");
     str_field(&deliveries[0], "id").to_owned()
-}
-
-fn delivery_to(event: &Value, endpoint_id: &str) -> String {
-    event["deliveries"]
-        .as_array()
-        .and_then(|deliveries| {
-            deliveries
-                .iter()
-                .find(|delivery| delivery["endpoint_id"] == endpoint_id)
-        })
-        .map(|delivery| str_field(delivery, "id").to_owned())
-        .unwrap_or_else(|| panic!("no delivery to `{endpoint_id}` in {event:#}"))
 }
 
 fn endpoint_ids(event: &Value) -> Vec<String> {

@@ -944,3 +944,17 @@ pub fn component(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The id of the delivery to `endpoint_id` in a publish answer.
+pub fn delivery_to(event: &Value, endpoint_id: &str) -> String {
+    event["deliveries"]
+        .as_array()
+        .and_then(|deliveries| {
+            deliveries
+                .iter()
+                .find(|delivery| delivery["endpoint_id"] == endpoint_id)
+        })
+        .and_then(|delivery| delivery["id"].as_str())
+        .unwrap_or_else(|| panic!("no delivery to `{endpoint_id}` in {event:#}"))
+        .to_owned()
+}
