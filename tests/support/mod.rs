@@ -269,6 +269,23 @@ impl Gateway {
         read_response(request.send().await).await
     }
 
+    /// `POST path` with a JSON body already encoded; returns the status and the raw answer.
+    /// For the benchmark, which parses only what it needs.
+    pub async fn post_bytes(&self, path: &str, body: bytes::Bytes) -> (u16, bytes::Bytes) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sending a request to the admin API");
+        let status = response.status().as_u16();
+        let answer = response.bytes().await.expect("reading an admin API answer");
+        (status, answer)
+    }
+
     /// A handle that can `POST` to this gateway from another task, and fails instead of
     /// panicking when the gateway is gone (for requests racing a `kill -9`).
     pub fn poster(&self) -> Poster {
