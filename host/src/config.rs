@@ -403,14 +403,11 @@ impl Config {
             if !seen.insert(endpoint.id.as_str()) {
                 return invalid(format!("{at} is defined twice"));
             }
-            match reqwest::Url::parse(&endpoint.url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => {
-                    return invalid(format!(
-                        "{at}: url `{}` is not an http(s) URL",
-                        endpoint.url
-                    ));
-                }
+            if let Err(reason) = crate::delivery::endpoint::Target::parse(&endpoint.url) {
+                return invalid(format!(
+                    "{at}: url `{}` is not an http(s) URL: {reason}",
+                    endpoint.url
+                ));
             }
             endpoint
                 .secret

@@ -25,8 +25,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    #[error("cannot set up TLS for deliveries: {0}")]
+    Tls(#[from] rustls::Error),
     #[error("cannot start a background thread: {0}")]
     Thread(#[from] std::io::Error),
     #[error("cannot start the plugin runtime: {0}")]

@@ -58,7 +58,7 @@ fn view(lane: &Lane) -> serde_json::Value {
     let disabled_reason = lane.disabled_reason();
     serde_json::json!({
         "id": endpoint.id,
-        "url": endpoint.url.as_str(),
+        "url": endpoint.url,
         "enabled": disabled_reason.is_none(),
         "disabled_reason": disabled_reason,
         "event_types": endpoint.event_types,

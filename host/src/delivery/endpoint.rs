@@ -12,7 +12,10 @@ use crate::time::UnixMillis;
 #[derive(Debug)]
 pub struct Endpoint {
     pub id: String,
-    pub url: reqwest::Url,
+    /// The URL as configured, for display.
+    pub url: String,
+    /// Where and how requests go.
+    pub target: Target,
     pub event_types: Vec<String>,
     pub key: SigningKey,
     /// The rotated-out key and when it stops signing.
@@ -22,6 +25,68 @@ pub struct Endpoint {
     pub request_timeout: Duration,
     /// The plugin chain every event for this endpoint runs through, in order.
     pub plugins: Vec<PluginStep>,
+}
+
+/// The parts of an endpoint's URL the sender uses, worked out once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host name or IP address to connect to (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    /// The name the TLS certificate must match; `None` for plain `http`.
+    pub tls_name: Option<rustls::pki_types::ServerName<'static>>,
+    /// The `Host` header: host, and the port when the URL gives one.
+    pub host_header: hyper::header::HeaderValue,
+    /// Path and query, the request target of every `POST`.
+    pub path: hyper::Uri,
+}
+
+impl Target {
+    /// Splits an `http` or `https` URL; the error says what is wrong with it.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let url = url::Url::parse(url).map_err(|err| err.to_string())?;
+        let tls = match url.scheme() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("scheme `{other}` is not http or https")),
+        };
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) => name.to_owned(),
+            Some(url::Host::Ipv4(address)) => address.to_string(),
+            Some(url::Host::Ipv6(address)) => address.to_string(),
+            None => return Err("it has no host".to_owned()),
+        };
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| "it has no port".to_owned())?;
+        let tls_name = if tls {
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|err| format!("host `{host}` is not a TLS server name: {err}"))?;
+            Some(name)
+        } else {
+            None
+        };
+        let authority = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let host_header = hyper::header::HeaderValue::from_str(&authority)
+            .map_err(|err| format!("host `{authority}` cannot be a Host header: {err}"))?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let path = path
+            .parse()
+            .map_err(|err| format!("path `{path}` is not a request target: {err}"))?;
+        Ok(Self {
+            host,
+            port,
+            tls_name,
+            host_header,
+            path,
+        })
+    }
 }
 
 /// An endpoint whose configuration cannot be used.
@@ -47,10 +112,10 @@ impl Endpoint {
             id: config.id.clone(),
             source,
         };
-        let url = reqwest::Url::parse(&config.url).map_err(|err| EndpointError::Url {
+        let target = Target::parse(&config.url).map_err(|reason| EndpointError::Url {
             id: config.id.clone(),
             url: config.url.clone(),
-            reason: err.to_string(),
+            reason,
         })?;
         let previous_key = match (&config.previous_secret, config.previous_secret_expiry()) {
             (Some(secret), Some(expiry)) => {
@@ -60,7 +125,8 @@ impl Endpoint {
         };
         Ok(Self {
             id: config.id.clone(),
-            url,
+            url: config.url.clone(),
+            target,
             event_types: config.event_types.clone(),
             key: SigningKey::new(&config.secret).map_err(secret_error)?,
             previous_key,

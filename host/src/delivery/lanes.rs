@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use crate::delivery::connection::Connection;
 use crate::delivery::{Endpoint, HttpSender};
 use crate::ids::DeliveryId;
 use crate::queue::{AttemptReport, Decision, QueueHandle, ReadyDelivery, Sink};
@@ -178,6 +179,7 @@ async fn work(
     queue: QueueHandle,
     sender: HttpSender,
 ) {
+    let mut connection = sender.connection();
     loop {
         let next = rx.lock().await.recv().await;
         let Some(delivery) = next else { return };
@@ -186,14 +188,21 @@ async fn work(
             event_id = %delivery.event_id,
             endpoint_id = %lane.endpoint.id,
             attempt = delivery.attempt_number);
-        let report = attempt(&lane, &sender, delivery).instrument(span).await;
+        let report = attempt(&lane, &sender, &mut connection, delivery)
+            .instrument(span)
+            .await;
         if queue.record_attempt(report).await.is_err() {
             return;
         }
     }
 }
 
-async fn attempt(lane: &Lane, sender: &HttpSender, delivery: ReadyDelivery) -> AttemptReport {
+async fn attempt(
+    lane: &Lane,
+    sender: &HttpSender,
+    connection: &mut Connection,
+    delivery: ReadyDelivery,
+) -> AttemptReport {
     if let Some(reason) = lane.disabled_reason() {
         return AttemptReport {
             delivery_id: delivery.id,
@@ -204,7 +213,7 @@ async fn attempt(lane: &Lane, sender: &HttpSender, delivery: ReadyDelivery) -> A
             },
         };
     }
-    let (record, result) = sender.attempt(&lane.endpoint, &delivery).await;
+    let (record, result) = sender.attempt(&lane.endpoint, &delivery, connection).await;
     let decision = lane.endpoint.policy.decide(
         &result,
         delivery.attempt_in_cycle,

@@ -2,7 +2,8 @@
 //!
 //! * [`endpoint`] — an endpoint as the engine uses it: url, keys, policy, limits.
 //! * [`policy`] — pure retry rules: what an attempt's outcome means and when to try again.
-//! * [`sender`] — one signed HTTP attempt with reqwest.
+//! * [`sender`] — one signed HTTP attempt.
+//! * [`connection`] — a worker's own keep-alive HTTP/1.1 connection (plain or TLS).
 //! * [`lanes`] — one lane per endpoint with its own workers, so a slow endpoint only slows
 //!   itself; implements [`crate::queue::Sink`].
 //! * [`scheduler`] — the retry timer and start-up recovery, fed from redb's due-time index.
@@ -10,6 +11,7 @@
 //! Workers never touch redb: they report each attempt to the queue writer, which commits it
 //! and tells the scheduler about the next due time.
 
+pub mod connection;
 pub mod endpoint;
 pub mod lanes;
 pub mod policy;

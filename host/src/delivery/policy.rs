@@ -36,7 +36,7 @@ impl AttemptResult {
     pub fn describe(&self) -> String {
         match self {
             AttemptResult::Response { status, .. } => {
-                let reason = reqwest::StatusCode::from_u16(*status)
+                let reason = hyper::StatusCode::from_u16(*status)
                     .ok()
                     .and_then(|code| code.canonical_reason())
                     .unwrap_or("");

@@ -1,14 +1,18 @@
 //! One signed HTTP attempt.
 //!
-//! The client is shared by every worker, so connections to the same receiver are pooled and
-//! kept alive. Redirects are not followed: a 3xx is a failed attempt, as a receiver that moved
-//! must be re-registered rather than silently followed with signed payloads.
+//! Each worker sends over its own kept-alive connection ([`Connection`]). Redirects are not
+//! followed: a 3xx is a failed attempt, as a receiver that moved must be re-registered rather
+//! than silently followed with signed payloads.
 
-use std::error::Error as _;
 use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{
+    CONTENT_TYPE, HOST, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
+};
 
+use crate::delivery::connection::{Connection, Connector, SendError};
 use crate::delivery::policy::parse_retry_after;
 use crate::delivery::{AttemptResult, Endpoint};
 use crate::queue::ReadyDelivery;
@@ -21,81 +25,76 @@ pub const SNIPPET_LIMIT: usize = 1024;
 
 const AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
 
-/// Sends attempts over a pooled reqwest client.
+/// Makes signed attempts; cheap to clone, one [`Connection`] per worker.
 #[derive(Clone)]
 pub struct HttpSender {
-    client: reqwest::Client,
+    connector: Connector,
 }
 
 impl HttpSender {
-    pub fn new(connect_timeout: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { client })
+    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
+        Ok(Self {
+            connector: Connector::new(connect_timeout)?,
+        })
     }
 
-    /// Makes one attempt and describes it for the store and the retry policy.
+    /// A connection slot for one worker.
+    pub fn connection(&self) -> Connection {
+        Connection::new(self.connector.clone())
+    }
+
+    /// Makes one attempt over `connection` and describes it for the store and the retry
+    /// policy. The whole attempt, connecting included, is bounded by the endpoint's timeout.
     pub async fn attempt(
         &self,
         endpoint: &Endpoint,
         delivery: &ReadyDelivery,
+        connection: &mut Connection,
     ) -> (AttemptRecord, AttemptResult) {
         let at = now_millis();
-        let timestamp = at / 1000;
-        let webhook_id = delivery.event_id.to_string();
-        let signatures = signing::sign(
-            &endpoint.key,
-            endpoint.previous_key_at(at),
-            &webhook_id,
-            timestamp,
-            &delivery.body,
-        );
-        let mut request = self
-            .client
-            .post(endpoint.url.clone())
-            .timeout(endpoint.request_timeout)
-            .header(CONTENT_TYPE, delivery.content_type.as_str())
-            .header(USER_AGENT, HeaderValue::from_static(AGENT))
-            .header("webhook-id", webhook_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signatures.standard)
-            .header("x-webhook-signature", signatures.legacy);
-        if let Some(previous) = signatures.legacy_previous {
-            request = request.header("x-webhook-signature-previous", previous);
-        }
-        for (name, value) in &delivery.headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
+        let request = build_request(endpoint, delivery, at);
         let started = Instant::now();
-        let outcome = match request.body(delivery.body.clone()).send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
-                let snippet = read_snippet(response).await;
-                (
-                    AttemptResult::Response {
-                        status,
-                        retry_after,
-                    },
-                    Some(status),
-                    snippet,
-                )
-            }
-            Err(err) => {
-                let error = describe_error(&err, endpoint.request_timeout);
+        let exchange = async {
+            let response = connection.send(&endpoint.target, request).await?;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| parse_retry_after(value, SystemTime::now()));
+            // A body that breaks off still leaves the status: keep what arrived.
+            let snippet = connection
+                .read_body(response.into_body(), SNIPPET_LIMIT)
+                .await
+                .ok()
+                .filter(|kept| !kept.is_empty())
+                // Cutting at 1 KiB may split a UTF-8 sequence: decode lossily, never drop.
+                .map(|kept| String::from_utf8_lossy(&kept).into_owned());
+            Ok::<_, SendError>((status, retry_after, snippet))
+        };
+        let outcome = tokio::time::timeout(endpoint.request_timeout, exchange).await;
+        let (result, status_code, response_snippet) = match outcome {
+            Ok(Ok((status, retry_after, snippet))) => (
+                AttemptResult::Response {
+                    status,
+                    retry_after,
+                },
+                Some(status),
+                snippet,
+            ),
+            Ok(Err(err)) => (
+                AttemptResult::Failed {
+                    error: describe(&err),
+                },
+                None,
+                None,
+            ),
+            Err(_) => {
+                connection.reset();
+                let error = format!("request timed out after {:?}", endpoint.request_timeout);
                 (AttemptResult::Failed { error }, None, None)
             }
         };
-        let (result, status_code, response_snippet) = outcome;
         let error = match &result {
             AttemptResult::Response { status, .. } if (200..300).contains(status) => None,
             other => Some(other.describe()),
@@ -112,43 +111,81 @@ impl HttpSender {
     }
 }
 
-/// Reads at most [`SNIPPET_LIMIT`] bytes of the body; a slow or broken body ends the snippet.
-async fn read_snippet(mut response: reqwest::Response) -> Option<String> {
-    let mut kept = Vec::new();
-    while kept.len() < SNIPPET_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = SNIPPET_LIMIT - kept.len();
-                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
+/// The signed `POST` of a delivery's stored body, made at `at`.
+fn build_request(
+    endpoint: &Endpoint,
+    delivery: &ReadyDelivery,
+    at: u64,
+) -> hyper::Request<Full<Bytes>> {
+    let timestamp = at / 1000;
+    let webhook_id = delivery.event_id.to_string();
+    let signatures = signing::sign(
+        &endpoint.key,
+        endpoint.previous_key_at(at),
+        &webhook_id,
+        timestamp,
+        &delivery.body,
+    );
+    let mut headers = HeaderMap::with_capacity(10 + delivery.headers.len());
+    headers.insert(HOST, endpoint.target.host_header.clone());
+    headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+    // Values built by the host are ASCII by construction; plugin headers were checked when
+    // the plugin produced them. A value that still fails is left out rather than sent broken.
+    let mut put = |name: HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.append(name, value);
+        }
+    };
+    put(CONTENT_TYPE, &delivery.content_type);
+    put(HeaderName::from_static("webhook-id"), &webhook_id);
+    put(
+        HeaderName::from_static("webhook-timestamp"),
+        &timestamp.to_string(),
+    );
+    put(
+        HeaderName::from_static("webhook-signature"),
+        &signatures.standard,
+    );
+    put(
+        HeaderName::from_static("x-webhook-signature"),
+        &signatures.legacy,
+    );
+    if let Some(previous) = &signatures.legacy_previous {
+        put(
+            HeaderName::from_static("x-webhook-signature-previous"),
+            previous,
+        );
+    }
+    for (name, value) in &delivery.headers {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            put(name, value);
         }
     }
-    if kept.is_empty() {
-        return None;
-    }
-    // Cutting at 1 KiB may split a UTF-8 sequence: decode lossily rather than drop the text.
-    Some(String::from_utf8_lossy(&kept).into_owned())
+    let mut request = hyper::Request::new(Full::new(delivery.body.clone()));
+    *request.method_mut() = hyper::Method::POST;
+    *request.uri_mut() = endpoint.target.path.clone();
+    *request.headers_mut() = headers;
+    request
 }
 
-/// A one-line reason for a transport failure, with the underlying cause.
-fn describe_error(err: &reqwest::Error, timeout: Duration) -> String {
-    let kind = if err.is_timeout() {
-        format!("request timed out after {timeout:?}")
-    } else if err.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "request failed".to_owned()
+/// A one-line reason for a transport failure, with the underlying causes.
+fn describe(err: &SendError) -> String {
+    use std::error::Error as _;
+    let mut text = match err {
+        SendError::Connect(_) => err.to_string(),
+        SendError::Http(http) if http.is_incomplete_message() => {
+            "request failed: the receiver closed the connection before answering".to_owned()
+        }
+        SendError::Http(_) => format!("request failed: {err}"),
     };
-    let mut causes = Vec::new();
     let mut source = err.source();
     while let Some(cause) = source {
-        causes.push(cause.to_string());
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
         source = cause.source();
     }
-    if causes.is_empty() {
-        kind
-    } else {
-        format!("{kind}: {}", causes.join(": "))
-    }
+    text
 }

@@ -329,7 +329,7 @@ pub fn validate_outgoing(outgoing: &Outgoing, limits: &Limits) -> Result<(), Plu
         ));
     }
     let content_type = outgoing.content_type.trim();
-    if content_type.is_empty() || reqwest::header::HeaderValue::from_str(content_type).is_err() {
+    if content_type.is_empty() || hyper::header::HeaderValue::from_str(content_type).is_err() {
         return refuse(format!(
             "returned an invalid content type `{}`",
             outgoing.content_type.chars().take(80).collect::<String>()
@@ -358,8 +358,8 @@ pub fn validate_outgoing(outgoing: &Outgoing, limits: &Limits) -> Result<(), Plu
                 "may not set the `{name}` header: the host sets it (signatures, framing)"
             ));
         }
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
-            || reqwest::header::HeaderValue::from_str(value).is_err()
+        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || hyper::header::HeaderValue::from_str(value).is_err()
         {
             return refuse(format!("returned an invalid header `{name}`"));
         }
