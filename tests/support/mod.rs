@@ -583,6 +583,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The receiver's count of the connection it came on: 1 for the first accepted, …
+    pub connection: usize,
     /// When the whole request had been read.
     pub arrived: Instant,
     /// When the receiver handed its answer to hyper; `None` while it is still waiting.
@@ -607,6 +609,7 @@ impl Received {
 type Behaviour = dyn Fn(&Call) -> Reply + Send + Sync;
 
 struct ReceiverState {
+    connections: std::sync::atomic::AtomicUsize,
     behaviour: Box<Behaviour>,
     log: Mutex<Log>,
     changed: watch::Sender<u64>,
@@ -624,6 +627,7 @@ struct Log {
 /// A real HTTP/1.1 webhook receiver on loopback that records what it gets.
 pub struct Receiver {
     address: SocketAddr,
+    scheme: &'static str,
     state: Arc<ReceiverState>,
     accept: tokio::task::JoinHandle<()>,
 }
@@ -636,6 +640,21 @@ impl Receiver {
 
     /// A receiver that answers each request as `behaviour` says.
     pub async fn start(behaviour: impl Fn(&Call) -> Reply + Send + Sync + 'static) -> Self {
+        Self::serve(None, behaviour).await
+    }
+
+    /// An `https` receiver presenting `acceptor`'s certificate.
+    pub async fn start_tls(
+        acceptor: tokio_rustls::TlsAcceptor,
+        behaviour: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::serve(Some(acceptor), behaviour).await
+    }
+
+    async fn serve(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        behaviour: impl Fn(&Call) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the receiver");
@@ -644,32 +663,57 @@ impl Receiver {
             behaviour: Box::new(behaviour),
             log: Mutex::new(Log::default()),
             changed: watch::channel(0).0,
+            connections: std::sync::atomic::AtomicUsize::new(0),
         });
         let accept_state = state.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let state = accept_state.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| handle(state.clone(), request));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let connection = state
+                        .connections
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                        + 1;
+                    let service =
+                        service_fn(move |request| handle(state.clone(), connection, request));
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        // A client that fails the handshake (distrusting the certificate)
+                        // simply goes away.
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(TokioIo::new(stream), service).await
+                            }
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    };
                 });
             }
         });
         Self {
             address,
+            scheme,
             state,
             accept,
         }
     }
 
+    /// How many connections were accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The URL of `path` on this receiver.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
+        format!("{}://{}{path}", self.scheme, self.address)
     }
 
     /// Everything received so far.
@@ -802,6 +846,7 @@ impl Drop for InFlight {
 
 async fn handle(
     state: Arc<ReceiverState>,
+    connection: usize,
     request: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -840,6 +885,7 @@ async fn handle(
             path: path.clone(),
             headers: parts.headers,
             body,
+            connection,
             arrived: Instant::now(),
             answered: None,
         });
