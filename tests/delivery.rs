@@ -730,3 +730,25 @@ async fn delivery_defaults_apply_to_endpoints_without_overrides() {
     );
     assert_eq!(receiver.requests_on("/hook").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_data_is_delivered_byte_for_byte() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("orders", &receiver.url("/hook"), "")).await;
+
+    // Token amounts in base units overflow every float; a decimal's trailing zero and an
+    // escaped character are the publisher's to keep too.
+    let data = r#"{"amount_raw":123456789012345678901234567890,"amount":12.50,"memo":"caf\u00e9"}"#;
+    let body = format!(r#"{{"type":"payment.confirmed","data":{data}}}"#);
+    let answer = gateway.post_raw("/v1/events", body, &[]).await;
+    assert_eq!(answer.status, 201, "{}", answer.text);
+    let event_id = str_field(&answer.json, "id");
+
+    let received = receiver.wait_for_event("/hook", event_id, WAIT).await;
+    let delivered = String::from_utf8(received[0].body.to_vec()).expect("a UTF-8 body");
+    assert!(
+        delivered.ends_with(&format!(r#","data":{data}}}"#)),
+        "the data should arrive exactly as published: {delivered}"
+    );
+    signatures::assert_signed_by(SECRET, &received[0]);
+}

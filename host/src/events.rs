@@ -7,7 +7,7 @@
 //! bytes and the delivery records which plugin versions produced them.
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::delivery::{Dispatcher, Endpoint};
@@ -25,43 +25,39 @@ pub const MAX_BATCH_EVENTS: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
     pub event_type: String,
-    pub data: serde_json::Value,
+    /// The data object exactly as sent: it is stored and delivered byte for byte, so amounts
+    /// and big integers keep every digit.
+    pub data: Box<RawValue>,
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DefaultBody<'a> {
-    #[serde(rename = "type")]
-    event_type: &'a str,
-    timestamp: String,
-    id: &'a str,
-    data: &'a serde_json::Value,
-}
-
 /// The default webhook body for an event.
-pub fn default_body(
-    id: EventId,
-    event_type: &str,
-    created_at: UnixMillis,
-    data: &serde_json::Value,
-) -> Bytes {
+pub fn default_body(id: EventId, event_type: &str, created_at: UnixMillis, data: &str) -> Bytes {
     default_body_with_id(&id.to_string(), event_type, created_at, data)
 }
 
-/// The default body for an id given as text (`plugin run` accepts any id).
+/// The default body for an id given as text (`plugin run` accepts any id). `data` is JSON
+/// text and goes in unchanged; written out by hand so the data is not encoded a second time.
 pub fn default_body_with_id(
     id: &str,
     event_type: &str,
     created_at: UnixMillis,
-    data: &serde_json::Value,
+    data: &str,
 ) -> Bytes {
-    let body = DefaultBody {
-        event_type,
-        timestamp: rfc3339(created_at),
-        id,
-        data,
+    let mut body = Vec::with_capacity(data.len() + event_type.len() + id.len() + 64);
+    let string = |body: &mut Vec<u8>, text: &str| {
+        serde_json::to_writer(body, text).expect("a string always serializes");
     };
-    Bytes::from(serde_json::to_vec(&body).expect("a JSON value always serializes"))
+    body.extend_from_slice(b"{\"type\":");
+    string(&mut body, event_type);
+    body.extend_from_slice(b",\"timestamp\":\"");
+    body.extend_from_slice(rfc3339(created_at).as_bytes());
+    body.extend_from_slice(b"\",\"id\":");
+    string(&mut body, id);
+    body.extend_from_slice(b",\"data\":");
+    body.extend_from_slice(data.as_bytes());
+    body.push(b'}');
+    Bytes::from(body)
 }
 
 /// Identifies a request's content (its type and its data as JSON text), so a retried publish
@@ -84,16 +80,15 @@ pub fn prepare(
     now: UnixMillis,
 ) -> NewEvent {
     let id = EventId::new();
-    let body = default_body(id, &request.event_type, now, &request.data);
-    // Serialized once: the fingerprint hashes it and plugins receive it.
-    let data_json = request.data.to_string();
-    let fingerprint = fingerprint(&request.event_type, &data_json);
+    let event_id = id.to_string();
+    let data = request.data.get();
+    let fingerprint = fingerprint(&request.event_type, data);
     let input = ChainInput {
-        event_id: id.to_string(),
-        event_type: request.event_type.clone(),
+        event_id: &event_id,
+        event_type: &request.event_type,
         timestamp: now / 1000,
-        data: data_json,
-        body,
+        data,
+        body: default_body_with_id(&event_id, &request.event_type, now, data),
     };
     let mut deliveries = Vec::new();
     let mut dropped = Vec::new();
@@ -138,12 +133,14 @@ pub fn rerender(
     plugins: &PluginRegistry,
     now: UnixMillis,
 ) -> ChainOutcome {
+    let event_id = event.id.to_string();
+    let data = event.data.get();
     let input = ChainInput {
-        event_id: event.id.to_string(),
-        event_type: event.event_type.clone(),
+        event_id: &event_id,
+        event_type: &event.event_type,
         timestamp: event.created_at / 1000,
-        data: event.data.to_string(),
-        body: default_body(event.id, &event.event_type, event.created_at, &event.data),
+        data,
+        body: default_body_with_id(&event_id, &event.event_type, event.created_at, data),
     };
     render(plugins, endpoint, &input, now)
 }
@@ -151,7 +148,7 @@ pub fn rerender(
 fn render(
     plugins: &PluginRegistry,
     endpoint: &Endpoint,
-    input: &ChainInput,
+    input: &ChainInput<'_>,
     now: UnixMillis,
 ) -> ChainOutcome {
     if endpoint.plugins.is_empty() {
@@ -167,17 +164,19 @@ mod tests {
     #[test]
     fn the_default_body_has_the_standard_webhooks_shape_in_order() {
         let id = EventId::new();
-        let data = serde_json::json!({"payment_id": "p1", "amount": "12.5"});
-        let body = default_body(id, "payment.confirmed", 1_795_000_000_000, &data);
+        let data = r#"{"payment_id":"p1","amount":12.50,"raw":123456789012345678901234567890}"#;
+        let body = default_body(id, "payment.confirmed", 1_795_000_000_000, data);
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(
             text.starts_with(r#"{"type":"payment.confirmed","timestamp":"2026-11-18T"#),
             "{text}"
         );
         assert!(
-            text.contains(&format!(r#""id":"{id}","data":{{"#)),
-            "{text}"
+            text.ends_with(&format!(r#""id":"{id}","data":{data}}}"#)),
+            "the data goes in byte for byte: {text}"
         );
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert_eq!(parsed["type"], "payment.confirmed");
     }
 
     #[test]

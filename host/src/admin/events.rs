@@ -9,11 +9,12 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
 use crate::events::{MAX_BATCH_EVENTS, PublishRequest};
+use crate::ids::{DeliveryId, EventId};
 use crate::queue::{EventSummary, PublishOutcome};
 use crate::time::rfc3339;
 
@@ -27,7 +28,7 @@ const MAX_TYPE_LEN: usize = 128;
 struct EventBody {
     #[serde(rename = "type")]
     event_type: String,
-    data: serde_json::Value,
+    data: Box<serde_json::value::RawValue>,
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -89,23 +90,18 @@ pub async fn publish_batch(
         .map(|(index, event)| validate(event, Some(index)))
         .collect::<Result<Vec<_>, _>>()?;
     let outcomes = state.gateway.publish(requests).await?;
-    let events: Vec<serde_json::Value> = outcomes
+    let events: Vec<BatchItem> = outcomes
         .iter()
         .map(|outcome| match outcome {
-            PublishOutcome::Created(summary) => view(summary),
-            PublishOutcome::Replayed(summary) => {
-                let mut item = view(summary);
-                item["idempotent_replayed"] = true.into();
-                item
-            }
-            PublishOutcome::Conflict { key } => conflict(key).to_json(),
+            PublishOutcome::Created(summary) => BatchItem::Event(view(summary)),
+            PublishOutcome::Replayed(summary) => BatchItem::Event(EventView {
+                idempotent_replayed: true,
+                ..view(summary)
+            }),
+            PublishOutcome::Conflict { key } => BatchItem::Error(conflict(key).to_json()),
         })
         .collect();
-    Ok((
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "events": events })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(BatchView { events })).into_response())
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -130,7 +126,7 @@ fn validate(event: EventBody, index: Option<usize>) -> Result<PublishRequest, Ap
              or `-` (like \"payment.confirmed\")"
         )));
     }
-    if !event.data.is_object() {
+    if !event.data.get().starts_with('{') {
         return Err(ApiError::invalid_body(format!(
             "{at}`data` must be a JSON object"
         )));
@@ -159,34 +155,73 @@ fn conflict(key: &str) -> ApiError {
     )
 }
 
-fn view(summary: &EventSummary) -> serde_json::Value {
-    let deliveries: Vec<serde_json::Value> = summary
-        .deliveries
-        .iter()
-        .map(|delivery| match &delivery.parked {
-            None => serde_json::json!({"id": delivery.id, "endpoint_id": delivery.endpoint_id}),
-            Some(reason) => serde_json::json!({
-                "id": delivery.id,
-                "endpoint_id": delivery.endpoint_id,
-                "status": "dead_lettered",
-                "error": reason,
-            }),
-        })
-        .collect();
-    let mut view = serde_json::json!({
-        "id": summary.id,
-        "type": summary.event_type,
-        "timestamp": rfc3339(summary.created_at),
-        "deliveries": deliveries,
-    });
-    if !summary.dropped.is_empty() {
-        view["dropped"] = summary
+/// A published event as the API answers it.
+#[derive(Serialize)]
+struct EventView<'a> {
+    id: EventId,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    timestamp: String,
+    deliveries: Vec<DeliveryView<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dropped: Vec<DroppedView<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    idempotent_replayed: bool,
+}
+
+#[derive(Serialize)]
+struct DeliveryView<'a> {
+    id: DeliveryId,
+    endpoint_id: &'a str,
+    /// Only for a delivery parked at publish time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct DroppedView<'a> {
+    endpoint_id: &'a str,
+    by: &'a str,
+}
+
+/// One place in a batch answer: the event, or why it was refused.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchItem<'a> {
+    Event(EventView<'a>),
+    Error(serde_json::Value),
+}
+
+#[derive(Serialize)]
+struct BatchView<'a> {
+    events: Vec<BatchItem<'a>>,
+}
+
+fn view(summary: &EventSummary) -> EventView<'_> {
+    EventView {
+        id: summary.id,
+        event_type: &summary.event_type,
+        timestamp: rfc3339(summary.created_at),
+        deliveries: summary
+            .deliveries
+            .iter()
+            .map(|delivery| DeliveryView {
+                id: delivery.id,
+                endpoint_id: &delivery.endpoint_id,
+                status: delivery.parked.as_ref().map(|_| "dead_lettered"),
+                error: delivery.parked.as_deref(),
+            })
+            .collect(),
+        dropped: summary
             .dropped
             .iter()
-            .map(
-                |dropped| serde_json::json!({"endpoint_id": dropped.endpoint_id, "by": dropped.by}),
-            )
-            .collect();
+            .map(|dropped| DroppedView {
+                endpoint_id: &dropped.endpoint_id,
+                by: &dropped.by,
+            })
+            .collect(),
+        idempotent_replayed: false,
     }
-    view
 }

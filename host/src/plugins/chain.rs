@@ -57,13 +57,13 @@ pub enum ChainOutcome {
 
 /// The event as the chain's first plugin sees it.
 #[derive(Debug, Clone)]
-pub struct ChainInput {
-    pub event_id: String,
-    pub event_type: String,
+pub struct ChainInput<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
     /// Unix seconds of the event.
     pub timestamp: u64,
     /// The event's data object as JSON text.
-    pub data: String,
+    pub data: &'a str,
     /// The default body.
     pub body: Bytes,
 }
@@ -73,7 +73,7 @@ pub fn run(
     registry: &PluginRegistry,
     scope: &str,
     steps: &[PluginStep],
-    input: &ChainInput,
+    input: &ChainInput<'_>,
     now: u64,
 ) -> ChainOutcome {
     let mut rendered = Rendered::default_json(input.body.clone());
@@ -88,11 +88,11 @@ pub fn run(
             };
         };
         let event = Event {
-            id: input.event_id.clone(),
-            event_type: input.event_type.clone(),
+            id: input.event_id.to_owned(),
+            event_type: input.event_type.to_owned(),
             timestamp: input.timestamp,
             now,
-            data: input.data.clone(),
+            data: input.data.to_owned(),
             body: rendered.body.to_vec(),
             content_type: rendered.content_type.clone(),
         };

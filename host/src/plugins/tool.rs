@@ -174,13 +174,14 @@ fn parse_event(text: &str) -> Result<Event, ToolError> {
             .map_err(|err| invalid(format!("has a `timestamp` that is not RFC 3339: {err}")))?,
         None => now,
     };
+    let data = data.to_string();
     let body = default_body_with_id(&id, &event_type, created, &data);
     Ok(Event {
         id,
         event_type,
         timestamp: created / 1000,
         now: now / 1000,
-        data: data.to_string(),
+        data,
         body: body.to_vec(),
         content_type: "application/json".to_owned(),
     })

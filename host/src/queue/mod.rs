@@ -36,7 +36,8 @@ pub struct NewEvent {
     pub id: EventId,
     pub event_type: String,
     pub created_at: UnixMillis,
-    pub data: serde_json::Value,
+    /// The data object as the publisher sent it.
+    pub data: Box<serde_json::value::RawValue>,
     pub idempotency_key: Option<String>,
     pub fingerprint: String,
     pub deliveries: Vec<NewDelivery>,

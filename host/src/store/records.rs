@@ -12,7 +12,8 @@ pub struct EventRecord {
     #[serde(rename = "type")]
     pub event_type: String,
     pub created_at: UnixMillis,
-    pub data: serde_json::Value,
+    /// The data object exactly as the publisher sent it (numbers keep every digit).
+    pub data: Box<serde_json::value::RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
     /// SHA-256 of the type and data, to tell a retried publish from a conflicting one.
