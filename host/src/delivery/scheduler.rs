@@ -16,7 +16,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::delivery::Dispatcher;
@@ -129,7 +128,7 @@ impl Scheduler {
                 Ok(pending) => {
                     for delivery in pending {
                         self.dispatcher
-                            .deliver_now(ready(&delivery.record, Bytes::from(delivery.body)));
+                            .deliver_now(ready(&delivery.record, delivery.body));
                     }
                 }
                 Err(err) => {

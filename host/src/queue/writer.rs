@@ -20,7 +20,7 @@ use crate::ids::{DeliveryId, EventId};
 use crate::plugins::Rendered;
 use crate::store::{
     DeliveryRecord, DeliveryRef, DeliveryStatus, EndpointState, EventRecord, Store, StoreError,
-    Tables,
+    Tables, body_of, corrupt,
 };
 use crate::time::{UnixMillis, now_millis};
 
@@ -268,15 +268,18 @@ fn publish(
     Ok(PublishOutcome::Created(summary(&record)))
 }
 
-/// Stores a payload's body and records how to send it.
+/// Records how to send a payload, and stores its body when plugins shaped it (the default body
+/// is rendered again from the event when needed; see [`crate::store::body_of`]).
 fn set_payload(
     tables: &mut Tables<'_>,
     record: &mut DeliveryRecord,
     payload: &Rendered,
 ) -> Result<(), StoreError> {
-    tables
-        .bodies
-        .insert(record.id.as_u128(), payload.body.as_ref())?;
+    if !payload.plugins.is_empty() {
+        tables
+            .bodies
+            .insert(record.id.as_u128(), payload.body.as_ref())?;
+    }
     record.content_type = Some(payload.content_type.clone());
     record.headers = payload.headers.clone();
     record.plugins = payload.plugins.clone();
@@ -404,7 +407,11 @@ fn replay(
         return Ok(ReplayOutcome::EndpointDisabled);
     }
     match payload {
-        Some(payload) => set_payload(tables, &mut record, payload)?,
+        Some(payload) => {
+            // The new payload replaces whatever body was stored before.
+            tables.bodies.remove(id.as_u128())?;
+            set_payload(tables, &mut record, payload)?
+        }
         None if record.needs_render => return Ok(ReplayOutcome::NeedsRender),
         None => {}
     }
@@ -415,16 +422,8 @@ fn replay(
     record.cycle_start = record.attempt_count;
     record.next_attempt_at = Some(now);
     tables.due.insert((now, id.as_u128()), ())?;
-    let body = tables
-        .bodies
-        .get(id.as_u128())?
-        .map(|raw| Bytes::copy_from_slice(raw.value()))
-        .unwrap_or_default();
+    let body = body_of(&record, &tables.bodies, &tables.events)?;
     after.deliver_now.push(ready(&record, body));
     tables.put_delivery(&record)?;
     Ok(ReplayOutcome::Scheduled)
-}
-
-fn corrupt(message: String) -> StoreError {
-    StoreError::Corrupt(serde::de::Error::custom(message))
 }

@@ -3,14 +3,18 @@
 //!
 //! Only [`crate::queue::writer`] opens write transactions (through [`Tables`]); everything else
 //! reads through [`Store`], whose read transactions are MVCC snapshots that never block the
-//! writer. Records are JSON so the file stays inspectable; bodies are kept raw in their own table
-//! so updating a delivery's status never rewrites its payload.
+//! writer. Records are JSON so the file stays inspectable. A body that plugins shaped is kept
+//! raw in its own table, so updating a delivery's status never rewrites its payload; the default
+//! body is not stored at all (it would repeat the event's data) and is rendered again from the
+//! event, byte for byte as at publish time, when a retry or recovery needs it ([`body_of`]).
 
 mod records;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -31,7 +35,7 @@ pub(crate) const EVENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("ev
 pub(crate) const IDEMPOTENCY: TableDefinition<&str, u128> = TableDefinition::new("idempotency");
 /// Delivery id → [`DeliveryRecord`] (JSON).
 pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new("deliveries");
-/// Delivery id → the exact body bytes every attempt sends.
+/// Delivery id → the exact body bytes every attempt sends, when plugins shaped them.
 pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
 /// (delivery id, attempt number) → [`AttemptRecord`] (JSON).
 pub(crate) const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
@@ -78,7 +82,38 @@ from_redb!(
 #[derive(Debug, Clone)]
 pub struct PendingDelivery {
     pub record: DeliveryRecord,
-    pub body: Vec<u8>,
+    pub body: Bytes,
+}
+
+/// A store error for a record that contradicts another.
+pub(crate) fn corrupt(message: String) -> StoreError {
+    StoreError::Corrupt(serde::de::Error::custom(message))
+}
+
+/// The bytes every attempt of `record` sends: the stored body when plugins shaped it, else the
+/// default body rendered again from the event (same id, type, timestamp and data text, so the
+/// same bytes as at publish time).
+pub(crate) fn body_of(
+    record: &DeliveryRecord,
+    bodies: &impl ReadableTable<u128, &'static [u8]>,
+    events: &impl ReadableTable<u128, &'static [u8]>,
+) -> Result<Bytes, StoreError> {
+    if let Some(raw) = bodies.get(record.id.as_u128())? {
+        return Ok(Bytes::copy_from_slice(raw.value()));
+    }
+    let Some(raw) = events.get(record.event_id.as_u128())? else {
+        return Err(corrupt(format!(
+            "delivery {} has no stored body and its event {} is missing",
+            record.id, record.event_id
+        )));
+    };
+    let event: EventRecord = serde_json::from_slice(raw.value())?;
+    Ok(crate::events::default_body(
+        event.id,
+        &event.event_type,
+        event.created_at,
+        event.data.get(),
+    ))
 }
 
 /// Read access to the redb file; cheap to clone.
@@ -141,6 +176,7 @@ impl Store {
         let txn = self.db.begin_read()?;
         let deliveries = txn.open_table(DELIVERIES)?;
         let bodies = txn.open_table(BODIES)?;
+        let events = txn.open_table(EVENTS)?;
         let mut list = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(raw) = deliveries.get(id.as_u128())? else {
@@ -150,10 +186,7 @@ impl Store {
             if record.status != DeliveryStatus::Pending {
                 continue;
             }
-            let body = bodies
-                .get(id.as_u128())?
-                .map(|raw| raw.value().to_vec())
-                .unwrap_or_default();
+            let body = body_of(&record, &bodies, &events)?;
             list.push(PendingDelivery { record, body });
         }
         Ok(list)
