@@ -42,6 +42,14 @@ macro_rules! prefixed_id {
             pub fn from_u128(raw: u128) -> Self {
                 Self(raw)
             }
+
+            /// Writes the id's text (`prefix` and 32 lowercase hex digits) into `buffer`
+            /// without going through `fmt`: ids are written several times per delivery.
+            pub fn encode(self, buffer: &mut [u8; 36]) -> &str {
+                buffer[..4].copy_from_slice(Self::PREFIX.as_bytes());
+                Uuid::from_u128(self.0).simple().encode_lower(&mut buffer[4..]);
+                std::str::from_utf8(buffer).expect("an ASCII prefix and hex digits")
+            }
         }
 
         impl Default for $name {
@@ -52,7 +60,7 @@ macro_rules! prefixed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}{}", Self::PREFIX, Uuid::from_u128(self.0).simple())
+                f.write_str(self.encode(&mut [0; 36]))
             }
         }
 
@@ -83,7 +91,7 @@ macro_rules! prefixed_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                serializer.serialize_str(self.encode(&mut [0; 36]))
             }
         }
 
@@ -119,6 +127,11 @@ mod tests {
         let text = id.to_string();
         assert!(text.starts_with("dlv_") && text.len() == 36, "{text}");
         assert_eq!(text.parse::<DeliveryId>().unwrap(), id);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<DeliveryId>(&json).unwrap(), id);
+        let known = EventId::from_u128(0x0193_0000_0000_7000_8000_0000_0000_00ff);
+        assert_eq!(known.to_string(), "evt_019300000000700080000000000000ff");
     }
 
     #[test]

@@ -118,11 +118,12 @@ fn build_request(
     at: u64,
 ) -> hyper::Request<Full<Bytes>> {
     let timestamp = at / 1000;
-    let webhook_id = delivery.event_id.to_string();
+    let mut id_text = [0; 36];
+    let webhook_id = delivery.event_id.encode(&mut id_text);
     let signatures = signing::sign(
         &endpoint.key,
         endpoint.previous_key_at(at),
-        &webhook_id,
+        webhook_id,
         timestamp,
         &delivery.body,
     );
@@ -137,7 +138,7 @@ fn build_request(
         }
     };
     put(CONTENT_TYPE, &delivery.content_type);
-    put(HeaderName::from_static("webhook-id"), &webhook_id);
+    put(HeaderName::from_static("webhook-id"), webhook_id);
     put(
         HeaderName::from_static("webhook-timestamp"),
         &timestamp.to_string(),

@@ -1,4 +1,6 @@
 //! The records kept in redb. Field names are the stored JSON; add fields with defaults only.
+//! Fields at their default are left out of the stored JSON: records are written on every
+//! publish and every attempt, and smaller ones cost the writer less.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,13 +65,15 @@ pub struct DeliveryRecord {
     /// Attempts made so far, over the delivery's whole life.
     pub attempt_count: u32,
     /// `attempt_count` when the current retry cycle began (0, or the count at the last replay).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cycle_start: u32,
     /// When the next attempt is due; also its key in the due-time index. `None` once final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<UnixMillis>,
     /// When it was dead-lettered; also its key in the dead-letter index.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_lettered_at: Option<UnixMillis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// The body's content type; `None` means `application/json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,8 +85,12 @@ pub struct DeliveryRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
     /// No body yet: the plugin chain failed at publish time. A replay runs it again.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_render: bool,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// One HTTP attempt and what came of it.
@@ -90,10 +98,13 @@ pub struct DeliveryRecord {
 pub struct AttemptRecord {
     pub number: u32,
     pub at: UnixMillis,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
     pub latency_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// At most 1 KiB of the response body, lossily decoded as UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_snippet: Option<String>,
 }
 
@@ -103,4 +114,46 @@ pub struct EndpointState {
     /// Why the endpoint is disabled; `None` while it is enabled.
     pub disabled_reason: Option<String>,
     pub disabled_at: Option<UnixMillis>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_fields_are_left_out_and_read_back_as_defaults() {
+        let record = DeliveryRecord {
+            id: DeliveryId::new(),
+            event_id: EventId::new(),
+            endpoint_id: "orders".to_owned(),
+            status: DeliveryStatus::Pending,
+            created_at: 1,
+            attempt_count: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+            dead_lettered_at: None,
+            last_error: None,
+            content_type: None,
+            headers: Vec::new(),
+            plugins: Vec::new(),
+            needs_render: false,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        for absent in [
+            "cycle_start",
+            "next_attempt_at",
+            "dead_lettered_at",
+            "last_error",
+        ] {
+            assert!(!json.contains(absent), "{absent} in {json}");
+        }
+        let back: DeliveryRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.next_attempt_at, None);
+        assert_eq!(back.cycle_start, 0);
+        assert!(!back.needs_render);
+        // Records written before fields were left out (with explicit nulls) still read.
+        let older = json.replacen('{', r#"{"next_attempt_at":null,"last_error":null,"#, 1);
+        let back: DeliveryRecord = serde_json::from_str(&older).unwrap();
+        assert_eq!(back.last_error, None);
+    }
 }
