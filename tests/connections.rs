@@ -44,9 +44,22 @@ async fn each_worker_reuses_its_connection_for_the_next_attempt() {
     assert_eq!(receiver.connections(), connections.len());
 }
 
-/// A receiver that answers one request per connection with a keep-alive `200` and then
-/// closes the socket without saying so, as servers do when a kept-alive connection idles out.
-async fn start_closing_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// What [`start_raw_receiver`] does after reading a request.
+#[derive(Clone, Copy)]
+enum Then {
+    /// Closes the socket without a `Connection: close` header, as servers do when a
+    /// kept-alive connection idles out.
+    Close,
+    /// Keeps the socket open and sends nothing more.
+    Hang,
+}
+
+/// A hand-written HTTP/1.1 receiver: reads one request per connection, writes `answer`, then
+/// does what `then` says. Counts accepted connections.
+async fn start_raw_receiver(
+    answer: &'static [u8],
+    then: Then,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
     let url = format!("http://{}/hook", listener.local_addr().expect("address"));
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -58,7 +71,7 @@ async fn start_closing_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize
                 let mut request = Vec::new();
                 let mut buffer = [0u8; 4096];
                 // Read the head, then as much body as content-length says.
-                let complete = loop {
+                loop {
                     let Ok(read) = stream.read(&mut buffer).await else {
                         return;
                     };
@@ -74,16 +87,20 @@ async fn start_closing_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize
                             .and_then(|value| value.trim().parse::<usize>().ok())
                             .unwrap_or(0);
                         if request.len() >= end + 4 + length {
-                            break true;
+                            break;
                         }
                     }
-                };
-                if complete {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
                 }
-                let _ = stream.shutdown().await;
+                let _ = stream.write_all(answer).await;
+                match then {
+                    Then::Close => {
+                        let _ = stream.shutdown().await;
+                    }
+                    // Held until the client gives up and closes its end.
+                    Then::Hang => {
+                        let _ = stream.read(&mut buffer).await;
+                    }
+                }
             });
         }
     });
@@ -92,7 +109,8 @@ async fn start_closing_receiver() -> (String, Arc<std::sync::atomic::AtomicUsize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_closing_kept_alive_connections_costs_no_failed_attempt() {
-    let (url, accepted) = start_closing_receiver().await;
+    let (url, accepted) =
+        start_raw_receiver(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", Then::Close).await;
     let gateway = Gateway::start(&endpoint("orders", &url, "concurrency = 1")).await;
 
     // One at a time, so each delivery finds the connection the previous one left, now closed.
@@ -111,6 +129,38 @@ async fn a_receiver_closing_kept_alive_connections_costs_no_failed_attempt() {
         accepted.load(std::sync::atomic::Ordering::SeqCst),
         5,
         "each delivery should have opened a fresh connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2xx_whose_body_stalls_is_delivered_with_what_arrived() {
+    let (url, _) = start_raw_receiver(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nreceived, still writing",
+        Then::Hang,
+    )
+    .await;
+    let gateway = Gateway::start(&endpoint(
+        "orders",
+        &url,
+        "request_timeout = \"500ms\"\nretry_schedule = [\"0s\", \"100ms\"]",
+    ))
+    .await;
+
+    let event = gateway.publish("order.paid", order(1)).await;
+    let delivery = gateway
+        .wait_for_delivery_status(&delivery_to(&event, "orders"), "delivered", WAIT)
+        .await;
+    // The status line is the receiver's answer: no retry for a body that never finished.
+    assert_eq!(delivery["attempt_count"], 1, "{delivery:#}");
+    let attempt = &delivery["attempts"][0];
+    assert_eq!(attempt["status_code"], 200, "{delivery:#}");
+    assert_eq!(
+        attempt["response_snippet"], "received, still writing",
+        "{delivery:#}"
+    );
+    assert!(
+        attempt["latency_ms"].as_u64().unwrap_or_default() >= 400,
+        "the body was waited for until the attempt's deadline: {delivery:#}"
     );
 }
 

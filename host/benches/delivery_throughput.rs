@@ -4,7 +4,8 @@
 //! connections alive and answers 204. Two phases:
 //!
 //! 1. **Bulk**: `BENCH_EVENTS` events (default 100 000) published through `/v1/events/batch` in
-//!    batches of 500 by a few concurrent publishers. Prints the enqueue rate, the delivery rate
+//!    batches of 500 by a few concurrent publishers (the bodies are encoded before the clock
+//!    starts; the receiver only records arrivals). Prints the enqueue rate, the delivery rate
 //!    (events / time from the first publish to the last delivery), the latency from each
 //!    publish request's send time to the receiver's arrival time, and the gateway's peak RSS.
 //! 2. **Steady**: `BENCH_RATE` events per second (default 1 000) for `BENCH_SECS` seconds

@@ -160,26 +160,24 @@ impl Connection {
         }
     }
 
-    /// Reads up to `limit` bytes of `body`. The connection stays open for the next attempt
-    /// only when the body ended within the limit.
+    /// Reads up to `limit` bytes of `body` into `kept`, which holds what arrived even when the
+    /// body breaks off or the caller gives up waiting. The connection stays open for the next
+    /// attempt only when the body ended within the limit.
     pub async fn read_body(
         &mut self,
         mut body: hyper::body::Incoming,
         limit: usize,
-    ) -> Result<Vec<u8>, hyper::Error> {
+        kept: &mut Vec<u8>,
+    ) {
         use http_body_util::BodyExt as _;
         use hyper::body::Body as _;
         let Some(live) = self.live.as_mut() else {
-            return Ok(Vec::new());
+            return;
         };
-        let mut kept = Vec::new();
         let ended = loop {
             match drive(&mut live.driver, body.frame()).await {
                 None => break true,
-                Some(Err(err)) => {
-                    self.live = None;
-                    return Err(err);
-                }
+                Some(Err(_)) => break false,
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         let room = limit.saturating_sub(kept.len());
@@ -196,7 +194,6 @@ impl Connection {
         } else {
             self.live = None;
         }
-        Ok(kept)
     }
 
     /// Forgets the connection (after a timeout, its state is unknown).

@@ -54,34 +54,37 @@ impl HttpSender {
         let at = now_millis();
         let request = build_request(endpoint, delivery, at);
         let started = Instant::now();
-        let exchange = async {
-            let response = connection.send(&endpoint.target, request).await?;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| parse_retry_after(value, SystemTime::now()));
-            // A body that breaks off still leaves the status: keep what arrived.
-            let snippet = connection
-                .read_body(response.into_body(), SNIPPET_LIMIT)
-                .await
-                .ok()
-                .filter(|kept| !kept.is_empty())
+        // One deadline for the whole attempt: connecting, the answer's head, then its body.
+        let deadline = tokio::time::Instant::now() + endpoint.request_timeout;
+        let sent =
+            tokio::time::timeout_at(deadline, connection.send(&endpoint.target, request)).await;
+        let (result, status_code, response_snippet) = match sent {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| parse_retry_after(value, SystemTime::now()));
+                // The status is the receiver's answer; a body that breaks off or stalls only
+                // shortens the snippet.
+                let mut kept = Vec::new();
+                let read = connection.read_body(response.into_body(), SNIPPET_LIMIT, &mut kept);
+                if tokio::time::timeout_at(deadline, read).await.is_err() {
+                    connection.reset();
+                }
                 // Cutting at 1 KiB may split a UTF-8 sequence: decode lossily, never drop.
-                .map(|kept| String::from_utf8_lossy(&kept).into_owned());
-            Ok::<_, SendError>((status, retry_after, snippet))
-        };
-        let outcome = tokio::time::timeout(endpoint.request_timeout, exchange).await;
-        let (result, status_code, response_snippet) = match outcome {
-            Ok(Ok((status, retry_after, snippet))) => (
-                AttemptResult::Response {
-                    status,
-                    retry_after,
-                },
-                Some(status),
-                snippet,
-            ),
+                let snippet =
+                    (!kept.is_empty()).then(|| String::from_utf8_lossy(&kept).into_owned());
+                (
+                    AttemptResult::Response {
+                        status,
+                        retry_after,
+                    },
+                    Some(status),
+                    snippet,
+                )
+            }
             Ok(Err(err)) => (
                 AttemptResult::Failed {
                     error: describe(&err),
