@@ -203,17 +203,45 @@ fn percentiles(latencies: &mut [Duration]) -> String {
     )
 }
 
-/// Latencies from each send instant to its event's first arrival; counts the missing ones.
-fn latencies(arrivals: &Arrivals, sent: &[(String, Instant)]) -> (Vec<Duration>, usize) {
-    let mut missing = 0;
+/// One published event: its id (the receiver's `webhook-id`), its one delivery, and the instant
+/// its publish request was sent.
+struct Sent {
+    event: String,
+    delivery: String,
+    at: Instant,
+}
+
+/// Latencies from each send instant to its event's first arrival, and the events that never
+/// arrived.
+fn latencies<'a>(arrivals: &Arrivals, sent: &'a [Sent]) -> (Vec<Duration>, Vec<&'a Sent>) {
+    let mut missing = Vec::new();
     let mut found = Vec::with_capacity(sent.len());
-    for (id, at) in sent {
-        match arrivals.arrival(id) {
-            Some(arrived) => found.push(arrived.saturating_duration_since(*at)),
-            None => missing += 1,
+    for one in sent {
+        match arrivals.arrival(&one.event) {
+            Some(arrived) => found.push(arrived.saturating_duration_since(one.at)),
+            None => missing.push(one),
         }
     }
     (found, missing)
+}
+
+/// Prints what the gateway says about a few deliveries that never arrived, so an incomplete run
+/// explains itself (status, attempts, last error) instead of only counting.
+async fn explain_missing(gateway: &Gateway, missing: &[&Sent]) {
+    const SHOWN: usize = 5;
+    println!(
+        "INCOMPLETE: {} not delivered; the first few:",
+        missing.len()
+    );
+    for one in missing.iter().take(SHOWN) {
+        let answer = gateway
+            .get_json(&format!("/v1/deliveries/{}", one.delivery))
+            .await;
+        println!(
+            "  delivery {} ({}): {}",
+            one.delivery, answer.status, answer.json
+        );
+    }
 }
 
 /// The part of a `/v1/events/batch` answer the bench reads.
@@ -224,6 +252,12 @@ struct BatchAnswer {
 
 #[derive(serde::Deserialize)]
 struct PublishedEvent {
+    id: String,
+    deliveries: Vec<PublishedDelivery>,
+}
+
+#[derive(serde::Deserialize)]
+struct PublishedDelivery {
     id: String,
 }
 
@@ -266,7 +300,11 @@ async fn bulk_phase(
                     match gateway.post_bytes("/v1/events/batch", body.clone()).await {
                         (201, answer) => match serde_json::from_slice::<BatchAnswer>(&answer) {
                             Ok(answer) => {
-                                sent.extend(answer.events.into_iter().map(|event| (event.id, at)))
+                                sent.extend(answer.events.into_iter().map(|mut event| Sent {
+                                    delivery: event.deliveries.swap_remove(0).id,
+                                    event: event.id,
+                                    at,
+                                }))
                             }
                             Err(err) => {
                                 failures += 1;
@@ -304,7 +342,7 @@ async fn bulk_phase(
     let (mut latency, missing) = latencies(&arrivals, &sent);
     let last = sent
         .iter()
-        .filter_map(|(id, _)| arrivals.arrival(id))
+        .filter_map(|one| arrivals.arrival(&one.event))
         .max()
         .unwrap_or(started);
     let span = last.saturating_duration_since(started);
@@ -315,10 +353,13 @@ async fn bulk_phase(
         if complete {
             String::new()
         } else {
-            format!(", INCOMPLETE: {missing} not delivered within {within:?}")
+            format!(", stopped waiting after {within:?}")
         }
     );
     println!("enqueue→delivered latency: {}", percentiles(&mut latency));
+    if !missing.is_empty() {
+        explain_missing(&gateway, &missing).await;
+    }
 }
 
 async fn steady_phase(
@@ -347,11 +388,16 @@ async fn steady_phase(
         requests.push(tokio::spawn(async move {
             let body = json!({"type": "payment.confirmed", "data": payload(seq)});
             let answer = gateway.post_json("/v1/events", &body).await;
-            match answer.json["id"].as_str() {
-                Some(id) if answer.status == 201 => sent
-                    .lock()
-                    .unwrap()
-                    .push((id.to_owned(), scheduled.into_std())),
+            let event = answer.json["id"].as_str();
+            let delivery = answer.json["deliveries"][0]["id"].as_str();
+            match (event, delivery) {
+                (Some(event), Some(delivery)) if answer.status == 201 => {
+                    sent.lock().unwrap().push(Sent {
+                        event: event.to_owned(),
+                        delivery: delivery.to_owned(),
+                        at: scheduled.into_std(),
+                    })
+                }
                 _ => {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -371,12 +417,15 @@ async fn steady_phase(
     let complete = arrivals.wait_for(before + sent.len(), within).await;
     let (mut latency, missing) = latencies(&arrivals, &sent);
     if !complete {
-        println!("INCOMPLETE: {missing} not delivered within {within:?}");
+        println!("stopped waiting after {within:?}");
     }
     println!(
         "steady enqueue→delivered latency: {}",
         percentiles(&mut latency)
     );
+    if !missing.is_empty() {
+        explain_missing(&gateway, &missing).await;
+    }
 }
 
 fn main() {
