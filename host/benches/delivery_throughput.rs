@@ -261,6 +261,18 @@ struct PublishedDelivery {
     id: String,
 }
 
+impl PublishedEvent {
+    /// The event as the bench tracks it; `None` when no delivery was made for it.
+    fn sent(self, at: Instant) -> Option<Sent> {
+        let delivery = self.deliveries.into_iter().next()?.id;
+        Some(Sent {
+            event: self.id,
+            delivery,
+            at,
+        })
+    }
+}
+
 async fn bulk_phase(
     gateway: Arc<Gateway>,
     arrivals: Arc<Arrivals>,
@@ -300,11 +312,16 @@ async fn bulk_phase(
                     match gateway.post_bytes("/v1/events/batch", body.clone()).await {
                         (201, answer) => match serde_json::from_slice::<BatchAnswer>(&answer) {
                             Ok(answer) => {
-                                sent.extend(answer.events.into_iter().map(|mut event| Sent {
-                                    delivery: event.deliveries.swap_remove(0).id,
-                                    event: event.id,
-                                    at,
-                                }))
+                                let published = answer.events.len();
+                                let before = sent.len();
+                                sent.extend(
+                                    answer.events.into_iter().filter_map(|event| event.sent(at)),
+                                );
+                                let without = published - (sent.len() - before);
+                                if without > 0 {
+                                    failures += 1;
+                                    eprintln!("batch {batch}: {without} events got no delivery");
+                                }
                             }
                             Err(err) => {
                                 failures += 1;
@@ -388,17 +405,13 @@ async fn steady_phase(
         requests.push(tokio::spawn(async move {
             let body = json!({"type": "payment.confirmed", "data": payload(seq)});
             let answer = gateway.post_json("/v1/events", &body).await;
-            let event = answer.json["id"].as_str();
-            let delivery = answer.json["deliveries"][0]["id"].as_str();
-            match (event, delivery) {
-                (Some(event), Some(delivery)) if answer.status == 201 => {
-                    sent.lock().unwrap().push(Sent {
-                        event: event.to_owned(),
-                        delivery: delivery.to_owned(),
-                        at: scheduled.into_std(),
-                    })
-                }
-                _ => {
+            let published = (answer.status == 201)
+                .then(|| serde_json::from_value::<PublishedEvent>(answer.json).ok())
+                .flatten()
+                .and_then(|event| event.sent(scheduled.into_std()));
+            match published {
+                Some(one) => sent.lock().unwrap().push(one),
+                None => {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
             }
