@@ -35,6 +35,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::Gateway;
+use support::measure::{peak_rss, percentiles};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -169,38 +170,6 @@ fn payload(seq: usize) -> Value {
         "block_number": 19_000_000 + seq,
         "confirmations": 12
     })
-}
-
-/// Peak resident set size of `pid`, from `/proc/PID/status`.
-fn peak_rss(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .map(|value| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
-/// p50 / p99 / max of `latencies`, which it sorts.
-fn percentiles(latencies: &mut [Duration]) -> String {
-    if latencies.is_empty() {
-        return "no samples".to_owned();
-    }
-    latencies.sort_unstable();
-    let at = |quantile: f64| {
-        let index = ((latencies.len() as f64 * quantile).ceil() as usize).saturating_sub(1);
-        latencies[index.min(latencies.len() - 1)]
-    };
-    format!(
-        "p50 {:.1?} p99 {:.1?} max {:.1?} ({} samples)",
-        at(0.50),
-        at(0.99),
-        latencies[latencies.len() - 1],
-        latencies.len()
-    )
 }
 
 /// One published event: its id (the receiver's `webhook-id`), its one delivery, and the instant

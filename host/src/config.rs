@@ -51,6 +51,126 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
+    #[serde(default)]
+    pub payments: PaymentsConfig,
+    /// EVM chains to scan for payments.
+    #[serde(default)]
+    pub chains: Vec<ChainConfig>,
+}
+
+/// Payments: how addresses are chosen and what a payment may carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// BIP-32 extended public key (`xpub…`) of the account whose children become payment
+    /// addresses (e.g. the key of m/44'/60'/0'/0). Watch-only: the gateway never holds a
+    /// private key. Without it, every payment must be given an address.
+    pub xpub: Option<String>,
+    /// Expiry of a payment created without one.
+    #[serde(default = "default_payment_expiry", with = "duration_text")]
+    pub default_expiry: Duration,
+    /// Largest merchant metadata JSON accepted on a payment, in bytes.
+    #[serde(default = "default_metadata_limit")]
+    pub metadata_limit_bytes: usize,
+    /// How long after a payment ends (confirmed or expired) its address is still watched, so
+    /// late transfers are recorded and signalled.
+    #[serde(default = "default_late_window", with = "duration_text")]
+    pub late_window: Duration,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            xpub: None,
+            default_expiry: default_payment_expiry(),
+            metadata_limit_bytes: default_metadata_limit(),
+            late_window: default_late_window(),
+        }
+    }
+}
+
+fn default_payment_expiry() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_metadata_limit() -> usize {
+    4096
+}
+
+fn default_late_window() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// One EVM chain the scanner follows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// The name payments and events use, e.g. `ethereum`.
+    pub name: String,
+    /// The EIP-155 chain id; the scanner checks the node reports the same.
+    pub chain_id: u64,
+    /// JSON-RPC over HTTP.
+    pub rpc_url: String,
+    /// Blocks a transfer needs, its own included, before its payment is confirmed.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Confirm at the node's `finalized` block instead of a depth.
+    #[serde(default)]
+    pub use_finalized: bool,
+    /// How often to ask for new blocks once caught up.
+    #[serde(default = "default_poll_interval", with = "duration_text")]
+    pub poll_interval: Duration,
+    /// First block to scan on a fresh store; default: the chain's head at first start.
+    pub start_block: Option<u64>,
+    /// Blocks per scan step while catching up (full blocks are fetched in JSON-RPC batches).
+    #[serde(default = "default_batch_blocks")]
+    pub batch_blocks: u64,
+    /// The native coin's symbol and decimals.
+    #[serde(default = "default_native_symbol")]
+    pub native_symbol: String,
+    #[serde(default = "default_native_decimals")]
+    pub native_decimals: u8,
+    /// ERC-20 tokens payments may ask for.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// An ERC-20 token on a chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// e.g. `USDC`; its lowercase form is the `token_id` in payments and events.
+    pub symbol: String,
+    /// The contract address, `0x` and 40 hex digits.
+    pub contract: String,
+    pub decimals: u8,
+}
+
+impl TokenConfig {
+    /// The id payments and events use: the lowercase symbol.
+    pub fn id(&self) -> String {
+        self.symbol.to_ascii_lowercase()
+    }
+}
+
+fn default_confirmations() -> u64 {
+    12
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_batch_blocks() -> u64 {
+    200
+}
+
+fn default_native_symbol() -> String {
+    "ETH".to_owned()
+}
+
+fn default_native_decimals() -> u8 {
+    18
 }
 
 /// The admin HTTP API.
@@ -465,6 +585,93 @@ impl Config {
                 endpoint.concurrency.unwrap_or(self.delivery.concurrency),
             )?;
         }
+        self.validate_chains()
+    }
+
+    fn validate_chains(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        if self.payments.metadata_limit_bytes == 0 {
+            return invalid("payments.metadata_limit_bytes must be above zero".to_owned());
+        }
+        if self.payments.default_expiry.is_zero() {
+            return invalid("payments.default_expiry must be above zero".to_owned());
+        }
+        let mut names = HashSet::new();
+        for (index, chain) in self.chains.iter().enumerate() {
+            let at = format!("chains[{index}]");
+            if chain.name.is_empty()
+                || !chain
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return invalid(format!(
+                    "{at}.name: `{}` must be letters, digits, `-` and `_` (and not empty)",
+                    chain.name
+                ));
+            }
+            if !names.insert(chain.name.as_str()) {
+                return invalid(format!(
+                    "{at}.name: chain `{}` is defined twice",
+                    chain.name
+                ));
+            }
+            let at = format!("chains[{index}] (`{}`)", chain.name);
+            match url::Url::parse(&chain.rpc_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                _ => {
+                    return invalid(format!(
+                        "{at}.rpc_url: `{}` is not an http(s) URL",
+                        chain.rpc_url
+                    ));
+                }
+            }
+            if chain.confirmations == 0 {
+                return invalid(format!(
+                    "{at}.confirmations must be at least 1 (the block itself)"
+                ));
+            }
+            if chain.poll_interval.is_zero() {
+                return invalid(format!("{at}.poll_interval must be above zero"));
+            }
+            if !(1..=10_000).contains(&chain.batch_blocks) {
+                return invalid(format!("{at}.batch_blocks must be in 1..=10000"));
+            }
+            if chain.native_decimals > 77 {
+                return invalid(format!("{at}.native_decimals must be at most 77"));
+            }
+            let mut symbols = HashSet::new();
+            for (position, token) in chain.tokens.iter().enumerate() {
+                let at = format!("{at}.tokens[{position}]");
+                if token.symbol.is_empty()
+                    || !token.symbol.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    return invalid(format!(
+                        "{at}.symbol: `{}` must be letters and digits",
+                        token.symbol
+                    ));
+                }
+                if !symbols.insert(token.id()) {
+                    return invalid(format!(
+                        "{at}.symbol: `{}` is listed twice on this chain",
+                        token.symbol
+                    ));
+                }
+                if token
+                    .contract
+                    .parse::<alloy::primitives::Address>()
+                    .is_err()
+                {
+                    return invalid(format!(
+                        "{at}.contract: `{}` is not an address (0x and 40 hex digits)",
+                        token.contract
+                    ));
+                }
+                if token.decimals > 77 {
+                    return invalid(format!("{at}.decimals must be at most 77"));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -672,6 +879,60 @@ mod tests {
         assert_eq!(step.name, "min-amount");
         assert_eq!(step.config["default"].as_str(), Some("10"));
         assert_eq!(config.plugins.time_limit, Duration::from_millis(10));
+    }
+
+    const CHAIN: &str = r#"
+        [[chains]]
+        name = "anvil"
+        chain_id = 31337
+        rpc_url = "http://127.0.0.1:8545"
+        confirmations = 3
+        [[chains.tokens]]
+        symbol = "USDC"
+        contract = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+        decimals = 6
+    "#;
+
+    #[test]
+    fn a_chain_gets_defaults_and_its_tokens() {
+        let config = load(&format!("{MINIMAL}{CHAIN}"), &[]).unwrap();
+        let chain = &config.chains[0];
+        assert_eq!(chain.confirmations, 3);
+        assert_eq!(chain.poll_interval, Duration::from_secs(2));
+        assert!(!chain.use_finalized);
+        assert_eq!(chain.native_decimals, 18);
+        assert_eq!(chain.tokens[0].id(), "usdc");
+        assert_eq!(config.payments.default_expiry, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn chain_validation_errors_name_the_field() {
+        let cases = [
+            (
+                "rpc_url = \"http://127.0.0.1:8545\"",
+                "rpc_url = \"ftp://x\"",
+                "chains[0] (`anvil`).rpc_url",
+            ),
+            (
+                "confirmations = 3",
+                "confirmations = 0",
+                "chains[0] (`anvil`).confirmations",
+            ),
+            (
+                "0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                "0x5FbD",
+                "chains[0] (`anvil`).tokens[0].contract",
+            ),
+            ("name = \"anvil\"", "name = \"an vil\"", "chains[0].name"),
+        ];
+        for (from, to, field) in cases {
+            let text = format!("{MINIMAL}{}", CHAIN.replace(from, to));
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{field}: {err}");
+        }
+        let twice = format!("{MINIMAL}{CHAIN}{CHAIN}");
+        let err = load(&twice, &[]).unwrap_err().to_string();
+        assert!(err.contains("defined twice"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::delivery::{Dispatcher, Endpoint};
+use crate::delivery::{Endpoint, Subscriptions};
 use crate::ids::{DeliveryId, EventId};
 use crate::plugins::chain::{self, ChainInput};
 use crate::plugins::{ChainOutcome, PluginRegistry, Rendered};
@@ -75,7 +75,7 @@ pub fn fingerprint(event_type: &str, data_json: &str) -> String {
 /// endpoints whose filters dropped it. Blocking when endpoints have plugins: they run here.
 pub fn prepare(
     request: PublishRequest,
-    dispatcher: &Dispatcher,
+    subscriptions: &Subscriptions,
     plugins: &PluginRegistry,
     now: UnixMillis,
 ) -> NewEvent {
@@ -92,7 +92,7 @@ pub fn prepare(
     };
     let mut deliveries = Vec::new();
     let mut dropped = Vec::new();
-    for endpoint in dispatcher.subscribers(&request.event_type) {
+    for endpoint in subscriptions.subscribers(&request.event_type) {
         let content = match render(plugins, &endpoint, &input, now) {
             ChainOutcome::Deliver(rendered) => DeliveryContent::Ready(rendered),
             ChainOutcome::Dropped { by } => {

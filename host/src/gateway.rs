@@ -1,17 +1,19 @@
 //! Wires the pieces into one running gateway: store → plugins → queue writer → lanes →
-//! scheduler → API.
+//! scheduler → chain scanners → API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use crate::chain::Scanner;
 use crate::config::Config;
 use crate::delivery::endpoint::EndpointError;
 use crate::delivery::scheduler::Scheduler;
-use crate::delivery::{Dispatcher, Endpoint, HttpSender};
+use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriptions};
 use crate::events::{self, PublishRequest};
 use crate::ids::DeliveryId;
+use crate::payments::{self, CreateError, CreateRequest, Created, Payments};
 use crate::plugins::watcher::Watcher;
 use crate::plugins::{ChainOutcome, Limits, PluginError, PluginRegistry, PluginRuntime};
 use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome};
@@ -31,6 +33,8 @@ pub enum StartError {
     Thread(#[from] std::io::Error),
     #[error("cannot start the plugin runtime: {0}")]
     Plugins(#[from] PluginError),
+    #[error(transparent)]
+    Payments(#[from] payments::SetupError),
 }
 
 /// What a replay request came to.
@@ -56,6 +60,7 @@ pub struct Gateway {
     plugins: Arc<PluginRegistry>,
     /// Whether any endpoint has a plugin chain (publishing then runs on a blocking thread).
     any_plugins: bool,
+    payments: Payments,
 }
 
 impl Gateway {
@@ -64,6 +69,7 @@ impl Gateway {
     pub async fn start(config: &Config) -> Result<Arc<Self>, StartError> {
         // Outbound TLS uses rustls with the ring provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let payments = Payments::new(config)?;
         let store = Store::open(&config.store.path)?;
         // Loading runs plugin code (smoke tests); WASI's blocking shims must not run on an
         // async worker thread, so plugins are loaded on a blocking thread.
@@ -81,9 +87,14 @@ impl Gateway {
             .iter()
             .map(|endpoint| Endpoint::from_config(endpoint, &config.delivery))
             .collect::<Result<Vec<_>, _>>()?;
+        let subscriptions = Arc::new(Subscriptions::new(endpoints, &disabled));
         let (retries_tx, retries_rx) = mpsc::unbounded_channel();
-        let dispatcher = Arc::new(Dispatcher::new(endpoints, &disabled, retries_tx));
-        let queue = queue::writer::spawn(store.clone(), dispatcher.clone())?;
+        let dispatcher = Arc::new(Dispatcher::new(
+            subscriptions.clone(),
+            plugins.clone(),
+            retries_tx,
+        ));
+        let queue = queue::writer::spawn(store.clone(), subscriptions.clone(), dispatcher.clone())?;
         dispatcher.start(
             queue.clone(),
             HttpSender::new(config.delivery.connect_timeout)?,
@@ -97,7 +108,12 @@ impl Gateway {
             );
         }
         tokio::spawn(scheduler.run());
+        for chain in &config.chains {
+            let scanner = Scanner::new(chain, &config.payments, store.clone(), queue.clone());
+            tokio::spawn(scanner.run());
+        }
         Ok(Arc::new(Self {
+            payments,
             store,
             queue,
             any_plugins: config
@@ -118,12 +134,12 @@ impl Gateway {
         let events = if self.any_plugins {
             // Plugin calls are CPU work with their own time limit: keep them off the async
             // workers that serve the API and the deliveries.
-            let dispatcher = self.dispatcher.clone();
+            let subscriptions = self.dispatcher.subscriptions().clone();
             let plugins = self.plugins.clone();
             tokio::task::spawn_blocking(move || {
                 requests
                     .into_iter()
-                    .map(|request| events::prepare(request, &dispatcher, &plugins, now))
+                    .map(|request| events::prepare(request, &subscriptions, &plugins, now))
                     .collect()
             })
             .await
@@ -131,10 +147,23 @@ impl Gateway {
         } else {
             requests
                 .into_iter()
-                .map(|request| events::prepare(request, &self.dispatcher, &self.plugins, now))
+                .map(|request| {
+                    events::prepare(request, self.dispatcher.subscriptions(), &self.plugins, now)
+                })
                 .collect()
         };
         self.queue.publish(events).await
+    }
+
+    /// Validates and creates a payment; answers once it and `payment.created` are committed.
+    pub async fn create_payment(
+        &self,
+        request: CreateRequest,
+    ) -> Result<Result<Created, CreateError>, QueueError> {
+        match self.payments.validate(request, now_millis()) {
+            Ok(work) => self.queue.run(work).await.map(Ok),
+            Err(err) => Ok(Err(err)),
+        }
     }
 
     /// Sends a finished delivery again. A delivery parked by a plugin failure runs its
@@ -153,10 +182,10 @@ impl Gateway {
         let Some(event) = self.store.event(record.event_id)? else {
             return Ok(Replay::NotFound);
         };
-        let Some(lane) = self.dispatcher.lane(&record.endpoint_id) else {
+        let Some(subscriber) = self.subscriptions().get(&record.endpoint_id) else {
             return Ok(Replay::EndpointMissing(record.endpoint_id));
         };
-        let endpoint = lane.endpoint.clone();
+        let endpoint = subscriber.endpoint.clone();
         let plugins = self.plugins.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             events::rerender(&event, &endpoint, &plugins, now_millis())
@@ -185,8 +214,8 @@ impl Gateway {
         &self.queue
     }
 
-    pub fn dispatcher(&self) -> &Dispatcher {
-        &self.dispatcher
+    pub fn subscriptions(&self) -> &Subscriptions {
+        self.dispatcher.subscriptions()
     }
 
     pub fn plugins(&self) -> &PluginRegistry {

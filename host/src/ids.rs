@@ -117,6 +117,13 @@ prefixed_id!(
     "delivery"
 );
 
+prefixed_id!(
+    /// Identifies one payment the gateway watches for.
+    PaymentId,
+    "pay_",
+    "payment"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

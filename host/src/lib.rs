@@ -9,6 +9,8 @@
 //! ```
 //!
 //! * [`config`] — the TOML file plus environment overrides.
+//! * [`chain`] — the EVM scanners: blocks and logs to transfers, cursors, reorgs.
+//! * [`payments`] — payments, the confirmation rules and their events.
 //! * [`store`] — the redb schema and read-side queries.
 //! * [`events`] — publish requests into events with their fan-out and default body.
 //! * [`queue`] — the single writer that group-commits events, deliveries and attempt results.
@@ -18,11 +20,13 @@
 //! * [`gateway`] — wires the pieces together and runs them.
 
 pub mod admin;
+pub mod chain;
 pub mod config;
 pub mod delivery;
 pub mod events;
 pub mod gateway;
 pub mod ids;
+pub mod payments;
 pub mod plugins;
 pub mod queue;
 pub mod signing;

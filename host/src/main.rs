@@ -1,5 +1,6 @@
 //! The `hookgate` command: `hookgate serve --config FILE`, `hookgate plugin check FILE`,
-//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`.
+//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, and
+//! `hookgate payment create|get|list` against a running gateway's admin API.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -38,6 +39,60 @@ enum Command {
     /// Test a plugin without a running gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Create and look up payments on a running gateway (through its admin API).
+    Payment {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: PaymentCommand,
+    },
+}
+
+/// Where the running gateway's admin API is.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// The admin API's base URL.
+    #[arg(long, env = "HOOKGATE_API", default_value = "http://127.0.0.1:8600")]
+    api: String,
+    /// The admin bearer token.
+    #[arg(long, env = "HOOKGATE_ADMIN_TOKEN", hide_env_values = true)]
+    token: String,
+}
+
+#[derive(Subcommand)]
+enum PaymentCommand {
+    /// Creates a payment and prints it (with the address to pay).
+    Create {
+        /// A configured chain's name.
+        #[arg(long)]
+        chain: String,
+        /// Decimal amount in the token's units, e.g. 12.5.
+        #[arg(long)]
+        amount: String,
+        /// A configured token's symbol; omit for the native coin.
+        #[arg(long)]
+        token: Option<String>,
+        /// RFC 3339 expiry; default: the gateway's payments.default_expiry from now.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// The address to watch; default: derived from the gateway's payments.xpub.
+        #[arg(long)]
+        address: Option<String>,
+        /// Merchant metadata, a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+    },
+    /// Prints one payment with its transfers.
+    Get { id: String },
+    /// Lists payments, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -79,6 +134,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Payment { api, command } => payment(api, command),
         Command::Serve { config } => serve(config),
         Command::Plugin(PluginCommand::Check { file }) => {
             println!("{}", plugins::tool::check(&file)?);
@@ -126,6 +182,82 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         tracing::info!("shut down; pending deliveries resume at the next start");
         Ok(())
     })
+}
+
+/// Runs one payment command against the admin API and prints the JSON answer.
+fn payment(api: ApiArgs, command: PaymentCommand) -> anyhow::Result<()> {
+    let base = api.api.trim_end_matches('/');
+    // reqwest is built without a default TLS provider; the gateway uses ring throughout.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let request = match command {
+        PaymentCommand::Create {
+            chain,
+            amount,
+            token,
+            expires_at,
+            address,
+            metadata,
+        } => {
+            let metadata: Option<serde_json::Value> = metadata
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .context("--metadata is not JSON")?;
+            let mut body = serde_json::json!({"chain": chain, "amount": amount});
+            for (name, value) in [
+                ("token", token.map(serde_json::Value::from)),
+                ("expires_at", expires_at.map(serde_json::Value::from)),
+                ("address", address.map(serde_json::Value::from)),
+                ("metadata", metadata),
+            ] {
+                if let Some(value) = value {
+                    body[name] = value;
+                }
+            }
+            client.post(format!("{base}/v1/payments")).json(&body)
+        }
+        PaymentCommand::Get { id } => client.get(format!("{base}/v1/payments/{id}")),
+        PaymentCommand::List {
+            status,
+            chain,
+            limit,
+        } => {
+            let mut query = vec![("limit", limit.to_string())];
+            query.extend(status.map(|status| ("status", status)));
+            query.extend(chain.map(|chain| ("chain", chain)));
+            let url = url::Url::parse_with_params(&format!("{base}/v1/payments"), &query)
+                .with_context(|| format!("`{base}` is not a URL"))?;
+            client.get(url)
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let (status, text) = runtime.block_on(async {
+        let response = request
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {base}"))?;
+        let status = response.status();
+        let text = response.text().await.context("reading the answer")?;
+        anyhow::Ok((status, text))
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
+    if !status.is_success() {
+        let message = json["error"]["message"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| json.to_string());
+        anyhow::bail!("the gateway answered {status}: {message}");
+    }
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
 }
 
 async fn shutdown_signal() {

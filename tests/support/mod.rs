@@ -14,6 +14,9 @@
 //! Each test file compiles this module into its own crate and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod chain;
+pub mod measure;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt::Debug;
@@ -226,6 +229,13 @@ impl Gateway {
     pub async fn kill9(&mut self) {
         let mut child = self.child.take().expect("the gateway is running");
         child.kill().await.expect("sending SIGKILL to hookgate");
+    }
+
+    /// Adds `text` to the end of the config file; takes effect at the next [`Gateway::restart`].
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config_path).expect("reading the config");
+        config.push_str(text);
+        std::fs::write(&self.config_path, config).expect("writing the config");
     }
 
     /// Starts the binary again on the same config and redb file (after [`Gateway::kill9`]).

@@ -5,14 +5,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 
 use super::{ApiError, ApiState};
-use crate::delivery::lanes::Lane;
+use crate::delivery::Subscriber;
 
 pub async fn list(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let endpoints: Vec<serde_json::Value> = state
         .gateway
-        .dispatcher()
-        .lanes()
-        .map(|lane| view(lane))
+        .subscriptions()
+        .iter()
+        .map(|subscriber| view(subscriber))
         .collect();
     Json(serde_json::json!({ "endpoints": endpoints }))
 }
@@ -21,19 +21,19 @@ pub async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let lane = state
+    let subscriber = state
         .gateway
-        .dispatcher()
-        .lane(&id)
+        .subscriptions()
+        .get(&id)
         .ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(lane)))
+    Ok(Json(view(subscriber)))
 }
 
 pub async fn enable(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    if state.gateway.dispatcher().lane(&id).is_none() {
+    if state.gateway.subscriptions().get(&id).is_none() {
         return Err(unknown(&id));
     }
     state
@@ -41,21 +41,21 @@ pub async fn enable(
         .queue()
         .set_endpoint_enabled(id.clone(), true, None)
         .await?;
-    let lane = state
+    let subscriber = state
         .gateway
-        .dispatcher()
-        .lane(&id)
+        .subscriptions()
+        .get(&id)
         .ok_or_else(|| unknown(&id))?;
-    Ok(Json(view(lane)))
+    Ok(Json(view(subscriber)))
 }
 
 fn unknown(id: &str) -> ApiError {
     ApiError::not_found(format!("no endpoint with id `{id}`"))
 }
 
-fn view(lane: &Lane) -> serde_json::Value {
-    let endpoint = &lane.endpoint;
-    let disabled_reason = lane.disabled_reason();
+fn view(subscriber: &Subscriber) -> serde_json::Value {
+    let endpoint = &subscriber.endpoint;
+    let disabled_reason = subscriber.disabled_reason();
     serde_json::json!({
         "id": endpoint.id,
         "url": endpoint.url,

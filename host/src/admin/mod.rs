@@ -8,6 +8,7 @@ mod deliveries;
 mod endpoints;
 mod error;
 mod events;
+mod payments;
 mod plugins;
 
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub fn router(gateway: Arc<Gateway>, token: Secret) -> Router {
         .route("/v1/endpoints/{id}", get(endpoints::show))
         .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
         .route("/v1/plugins", get(plugins::list))
+        .route("/v1/payments", post(payments::create).get(payments::list))
+        .route("/v1/payments/{id}", get(payments::show))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
         .fallback(unknown_route)

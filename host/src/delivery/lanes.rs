@@ -7,72 +7,60 @@
 //! writer; they never touch redb.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::delivery::connection::Connection;
-use crate::delivery::{Endpoint, HttpSender};
+use crate::delivery::{HttpSender, Subscriber, Subscriptions};
 use crate::ids::DeliveryId;
-use crate::queue::{AttemptReport, Decision, QueueHandle, ReadyDelivery, Sink};
+use crate::plugins::{ChainOutcome, PluginRegistry};
+use crate::queue::{AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, Sink};
 use crate::time::{UnixMillis, now_millis};
 
-/// One endpoint's queue and state.
-pub struct Lane {
-    pub endpoint: Arc<Endpoint>,
+/// One endpoint's queue of due deliveries.
+struct Lane {
+    subscriber: Arc<Subscriber>,
     tx: mpsc::UnboundedSender<ReadyDelivery>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<ReadyDelivery>>>,
-    disabled: RwLock<Option<String>>,
-}
-
-impl Lane {
-    /// Why the endpoint is disabled, or `None` while it is enabled.
-    pub fn disabled_reason(&self) -> Option<String> {
-        self.disabled
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
 }
 
 /// Routes committed deliveries to their endpoint's lane; the queue writer's [`Sink`].
 pub struct Dispatcher {
-    lanes: HashMap<String, Arc<Lane>>,
-    order: Vec<String>,
+    subscriptions: Arc<Subscriptions>,
+    lanes: HashMap<String, Lane>,
     retries: mpsc::UnboundedSender<(DeliveryId, UnixMillis)>,
+    plugins: Arc<PluginRegistry>,
     queue: OnceLock<QueueHandle>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Dispatcher {
-    /// Builds a lane per endpoint; `disabled` holds the reasons recorded in the store.
-    /// Retry due times go to `retries` (the scheduler). Must run inside the tokio runtime.
+    /// Builds a lane per endpoint. Retry due times go to `retries` (the scheduler); deliveries
+    /// of domain events are rendered with `plugins`. Must run inside the tokio runtime.
     pub fn new(
-        endpoints: Vec<Endpoint>,
-        disabled: &HashMap<String, Option<String>>,
+        subscriptions: Arc<Subscriptions>,
+        plugins: Arc<PluginRegistry>,
         retries: mpsc::UnboundedSender<(DeliveryId, UnixMillis)>,
     ) -> Self {
-        let mut lanes = HashMap::new();
-        let mut order = Vec::new();
-        for endpoint in endpoints {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let reason = disabled.get(&endpoint.id).cloned().flatten();
-            order.push(endpoint.id.clone());
-            lanes.insert(
-                endpoint.id.clone(),
-                Arc::new(Lane {
-                    endpoint: Arc::new(endpoint),
+        let lanes = subscriptions
+            .iter()
+            .map(|subscriber| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let lane = Lane {
+                    subscriber: subscriber.clone(),
                     tx,
                     rx: Mutex::new(Some(rx)),
-                    disabled: RwLock::new(reason),
-                }),
-            );
-        }
+                };
+                (subscriber.endpoint.id.clone(), lane)
+            })
+            .collect();
         Self {
+            subscriptions,
             lanes,
-            order,
             retries,
+            plugins,
             queue: OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -91,9 +79,9 @@ impl Dispatcher {
                 continue;
             };
             let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..lane.endpoint.concurrency {
+            for _ in 0..lane.subscriber.endpoint.concurrency {
                 tokio::spawn(work(
-                    lane.clone(),
+                    lane.subscriber.clone(),
                     rx.clone(),
                     queue.clone(),
                     sender.clone(),
@@ -102,38 +90,22 @@ impl Dispatcher {
         }
     }
 
-    /// Every lane, in configuration order.
-    pub fn lanes(&self) -> impl Iterator<Item = &Arc<Lane>> {
-        self.order.iter().filter_map(|id| self.lanes.get(id))
-    }
-
-    pub fn lane(&self, id: &str) -> Option<&Arc<Lane>> {
-        self.lanes.get(id)
-    }
-
-    /// Enabled endpoints that receive `event_type`.
-    pub fn subscribers(&self, event_type: &str) -> Vec<Arc<Endpoint>> {
-        self.lanes()
-            .filter(|lane| lane.endpoint.subscribes_to(event_type))
-            .filter(|lane| lane.disabled_reason().is_none())
-            .map(|lane| lane.endpoint.clone())
-            .collect()
+    pub fn subscriptions(&self) -> &Arc<Subscriptions> {
+        &self.subscriptions
     }
 
     /// Settles a delivery whose endpoint is gone from the configuration.
-    fn dead_letter_orphan(&self, delivery: ReadyDelivery) {
+    fn dead_letter_orphan(&self, id: DeliveryId, endpoint_id: String) {
         let Some(queue) = self.queue.get().cloned() else {
             return;
         };
-        let reason = format!(
-            "endpoint `{}` is no longer configured; add it back and replay",
-            delivery.endpoint_id
-        );
-        tracing::warn!(delivery_id = %delivery.id, %reason, "dead-lettering delivery");
+        let reason =
+            format!("endpoint `{endpoint_id}` is no longer configured; add it back and replay");
+        tracing::warn!(delivery_id = %id, %reason, "dead-lettering delivery");
         self.runtime.spawn(async move {
             let report = AttemptReport {
-                delivery_id: delivery.id,
-                endpoint_id: delivery.endpoint_id,
+                delivery_id: id,
+                endpoint_id,
                 attempt: None,
                 decision: Decision::DeadLetter { reason },
             };
@@ -150,7 +122,7 @@ impl Sink for Dispatcher {
                     tracing::error!(delivery_id = %delivery.id, "lane closed; delivery waits for a restart");
                 }
             }
-            None => self.dead_letter_orphan(delivery),
+            None => self.dead_letter_orphan(delivery.id, delivery.endpoint_id),
         }
     }
 
@@ -159,22 +131,42 @@ impl Sink for Dispatcher {
     }
 
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>) {
-        if let Some(lane) = self.lanes.get(endpoint_id) {
+        if let Some(subscriber) = self.subscriptions.get(endpoint_id) {
             match &disabled_reason {
                 Some(reason) => tracing::warn!(endpoint_id, %reason, "endpoint disabled"),
                 None => tracing::info!(endpoint_id, "endpoint enabled"),
             }
-            *lane
-                .disabled
-                .write()
-                .unwrap_or_else(PoisonError::into_inner) = disabled_reason;
+            subscriber.set_disabled(disabled_reason);
         }
+    }
+
+    fn render(&self, job: RenderJob) {
+        let Some(subscriber) = self.subscriptions.get(&job.endpoint_id).cloned() else {
+            self.dead_letter_orphan(job.delivery_id, job.endpoint_id);
+            return;
+        };
+        let Some(queue) = self.queue.get().cloned() else {
+            return;
+        };
+        let plugins = self.plugins.clone();
+        self.runtime.spawn(async move {
+            // Plugin calls are CPU work with their own limits: never on an async worker.
+            let outcome = tokio::task::spawn_blocking(move || {
+                crate::events::rerender(&job.event, &subscriber.endpoint, &plugins, now_millis())
+            })
+            .await
+            .unwrap_or_else(|err| ChainOutcome::Failed {
+                by: "host".to_owned(),
+                reason: format!("the plugin chain panicked: {err}"),
+            });
+            let _ = queue.record_render(job.delivery_id, outcome).await;
+        });
     }
 }
 
 /// One worker of a lane: take a due delivery, attempt it, report the outcome.
 async fn work(
-    lane: Arc<Lane>,
+    lane: Arc<Subscriber>,
     rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ReadyDelivery>>>,
     queue: QueueHandle,
     sender: HttpSender,
@@ -198,7 +190,7 @@ async fn work(
 }
 
 async fn attempt(
-    lane: &Lane,
+    lane: &Subscriber,
     sender: &HttpSender,
     connection: &mut Connection,
     delivery: ReadyDelivery,

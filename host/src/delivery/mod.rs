@@ -4,6 +4,7 @@
 //! * [`policy`] — pure retry rules: what an attempt's outcome means and when to try again.
 //! * [`sender`] — one signed HTTP attempt.
 //! * [`connection`] — a worker's own keep-alive HTTP/1.1 connection (plain or TLS).
+//! * [`subscriptions`] — which endpoints exist, what they subscribe to, whether enabled.
 //! * [`lanes`] — one lane per endpoint with its own workers, so a slow endpoint only slows
 //!   itself; implements [`crate::queue::Sink`].
 //! * [`scheduler`] — the retry timer and start-up recovery, fed from redb's due-time index.
@@ -17,8 +18,10 @@ pub mod lanes;
 pub mod policy;
 pub mod scheduler;
 pub mod sender;
+pub mod subscriptions;
 
 pub use endpoint::Endpoint;
 pub use lanes::Dispatcher;
 pub use policy::{AttemptResult, RetryPolicy};
 pub use sender::HttpSender;
+pub use subscriptions::{Subscriber, Subscriptions};

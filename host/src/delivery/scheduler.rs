@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 
 use crate::delivery::Dispatcher;
 use crate::ids::DeliveryId;
-use crate::queue::Sink;
 use crate::queue::writer::ready;
-use crate::store::{Store, StoreError};
+use crate::queue::{RenderJob, Sink};
+use crate::store::{PendingDelivery, Store, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
 /// How far ahead due deliveries are held in memory.
@@ -127,8 +127,18 @@ impl Scheduler {
             match self.store.pending_deliveries(chunk) {
                 Ok(pending) => {
                     for delivery in pending {
-                        self.dispatcher
-                            .deliver_now(ready(&delivery.record, delivery.body));
+                        match delivery {
+                            PendingDelivery::Ready { record, body } => {
+                                self.dispatcher.deliver_now(ready(&record, body));
+                            }
+                            PendingDelivery::Unrendered { record, event } => {
+                                self.dispatcher.render(RenderJob {
+                                    delivery_id: record.id,
+                                    endpoint_id: record.endpoint_id,
+                                    event,
+                                });
+                            }
+                        }
                     }
                 }
                 Err(err) => {

@@ -8,8 +8,20 @@
 //! hears "committed" can rely on the event being delivered, and nothing is dispatched that a
 //! crash could still roll back. Under load the batch grows by itself (commands queue while the
 //! previous commit syncs), so a lone event never waits for company.
+//!
+//! The open end of the writer is [`UnitOfWork`]: a piece of domain logic (publishing through
+//! the API, creating a payment, recording a scanned block range) that reads and writes through
+//! a [`Txn`] and emits events through the same outbox, inside the batch's one transaction, and
+//! is answered after the commit. `Txn` is the store seam: the redb writer implements it today,
+//! and nothing behind it (payments, chain, events) names a redb type. A business refusal is part
+//! of a unit's output, never an error; an `Err` means the store itself failed, and aborts the
+//! batch for every caller in it.
 
+pub mod redb_txn;
+pub mod txn;
 pub mod writer;
+
+pub use txn::{Emit, Txn};
 
 use std::sync::Arc;
 
@@ -17,8 +29,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{DeliveryId, EventId};
-use crate::plugins::Rendered;
-use crate::store::{AttemptRecord, DeliveryRef, DroppedRef, StoreError};
+use crate::plugins::{ChainOutcome, Rendered};
+use crate::store::{AttemptRecord, DeliveryRef, DroppedRef, EventRecord, StoreError};
 use crate::time::UnixMillis;
 
 /// The queue could not take the command; the message says why.
@@ -137,14 +149,73 @@ pub enum ReplayOutcome {
     EndpointDisabled,
 }
 
+/// Domain logic that runs inside one write transaction of the writer.
+///
+/// `apply` may read and write anything [`Txn`] offers and emit events; everything it wrote
+/// commits together with the rest of the batch, or not at all. It runs on the writer thread
+/// while other callers wait for the commit, so it must be quick: no I/O, no plugin calls.
+pub trait UnitOfWork: Send + 'static {
+    /// What the caller hears after the commit, refusals included.
+    type Output: Send + 'static;
+
+    fn apply(&mut self, txn: &mut dyn Txn) -> Result<Self::Output, StoreError>;
+}
+
+/// A unit of work with its reply channel, as the writer holds it.
+pub(crate) trait Job: Send {
+    fn apply(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError>;
+    /// Answers the caller once the batch committed (or failed).
+    fn answer(self: Box<Self>, committed: Result<(), QueueError>);
+}
+
+struct Pending<W: UnitOfWork> {
+    work: W,
+    output: Option<W::Output>,
+    reply: oneshot::Sender<Result<W::Output, QueueError>>,
+}
+
+impl<W: UnitOfWork> Job for Pending<W> {
+    fn apply(&mut self, txn: &mut dyn Txn) -> Result<(), StoreError> {
+        self.output = Some(self.work.apply(txn)?);
+        Ok(())
+    }
+
+    fn answer(self: Box<Self>, committed: Result<(), QueueError>) {
+        let Self { output, reply, .. } = *self;
+        let result = committed.map(|()| output.expect("a committed unit of work has its output"));
+        // A caller that went away no longer needs the answer; the commit stands.
+        let _ = reply.send(result);
+    }
+}
+
+/// Publishing through the API: events whose fan-out and bodies are already decided.
+struct PublishWork(Vec<NewEvent>);
+
+impl UnitOfWork for PublishWork {
+    type Output = Vec<PublishOutcome>;
+
+    fn apply(&mut self, txn: &mut dyn Txn) -> Result<Self::Output, StoreError> {
+        self.0.iter().map(|event| txn.publish(event)).collect()
+    }
+}
+
+/// A delivery of a committed event whose endpoint's plugin chain has not run yet.
+#[derive(Debug, Clone)]
+pub struct RenderJob {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: String,
+    pub event: Arc<EventRecord>,
+}
+
 /// One request to the writer.
-#[derive(Debug)]
-pub enum Command {
-    Publish {
-        events: Vec<NewEvent>,
-        reply: oneshot::Sender<Result<Vec<PublishOutcome>, QueueError>>,
-    },
+pub(crate) enum Command {
+    Work(Box<dyn Job>),
     RecordAttempt(AttemptReport),
+    /// The plugin chain ran for a delivery of a committed event.
+    Rendered {
+        id: DeliveryId,
+        outcome: ChainOutcome,
+    },
     Replay {
         id: DeliveryId,
         /// A freshly rendered payload for a delivery parked by a plugin failure.
@@ -167,6 +238,8 @@ pub trait Sink: Send + Sync + 'static {
     fn retry_at(&self, id: DeliveryId, at: UnixMillis);
     /// An endpoint was disabled (410) or enabled again.
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
+    /// A committed delivery whose plugin chain must run before it can be sent.
+    fn render(&self, job: RenderJob);
 }
 
 /// The sending side of the writer's channel; cheap to clone.
@@ -178,9 +251,28 @@ pub struct QueueHandle {
 impl QueueHandle {
     /// Commits the events and their deliveries; returns once they are durable.
     pub async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<PublishOutcome>, QueueError> {
+        self.run(PublishWork(events)).await
+    }
+
+    /// Applies `work` in the writer's next transaction; returns its output once committed.
+    pub async fn run<W: UnitOfWork>(&self, work: W) -> Result<W::Output, QueueError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Publish { events, reply }).await?;
+        let job = Pending {
+            work,
+            output: None,
+            reply,
+        };
+        self.send(Command::Work(Box::new(job))).await?;
         answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Queues the plugin chain's result for a delivery of a committed event.
+    pub async fn record_render(
+        &self,
+        id: DeliveryId,
+        outcome: ChainOutcome,
+    ) -> Result<(), QueueError> {
+        self.send(Command::Rendered { id, outcome }).await
     }
 
     /// Queues an attempt's result for the next commit.

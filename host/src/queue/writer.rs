@@ -8,21 +8,18 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use redb::ReadableTable as _;
 use tokio::sync::mpsc;
 
-use super::{
-    AttemptReport, Command, Decision, DeliveryContent, EventSummary, NewEvent, PublishOutcome,
-    QueueError, QueueHandle, ReadyDelivery, ReplayOutcome, Sink,
-};
-use crate::ids::{DeliveryId, EventId};
-use crate::plugins::Rendered;
-use crate::store::{
-    DeliveryRecord, DeliveryRef, DeliveryStatus, EndpointState, EventRecord, Store, StoreError,
-    Tables, body_of, corrupt,
-};
+use super::redb_txn::{AfterCommit, RedbTxn, dead_letter, set_payload, stored_body};
+use super::{AttemptReport, Command, Decision, QueueError, QueueHandle, ReplayOutcome, Sink};
+use crate::delivery::Subscriptions;
+use crate::ids::DeliveryId;
+use crate::plugins::{ChainOutcome, Rendered};
+use crate::store::{DeliveryStatus, EndpointState, Store, StoreError, Tables};
 use crate::time::{UnixMillis, now_millis};
+
+pub(crate) use super::redb_txn::ready;
 
 /// Most commands applied in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -30,34 +27,40 @@ pub const MAX_BATCH: usize = 4096;
 /// Commands that may wait in the channel before callers feel back-pressure.
 pub const CHANNEL_CAPACITY: usize = 65_536;
 
-/// Starts the writer thread and returns the handle that feeds it.
-pub fn spawn(store: Store, sink: Arc<dyn Sink>) -> std::io::Result<QueueHandle> {
+/// Starts the writer thread and returns the handle that feeds it. Domain events fan out to
+/// `subscriptions`; committed work goes to `sink`.
+pub fn spawn(
+    store: Store,
+    subscriptions: Arc<Subscriptions>,
+    sink: Arc<dyn Sink>,
+) -> std::io::Result<QueueHandle> {
     let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
     std::thread::Builder::new()
         .name("hookgate-writer".to_owned())
-        .spawn(move || Writer { store, sink }.run(rx))?;
+        .spawn(move || {
+            Writer {
+                store,
+                subscriptions,
+                sink,
+            }
+            .run(rx)
+        })?;
     Ok(QueueHandle { tx })
 }
 
 struct Writer {
     store: Store,
+    subscriptions: Arc<Subscriptions>,
     sink: Arc<dyn Sink>,
 }
 
 /// What one command produced inside the transaction, to act on after the commit.
 enum Applied {
-    Published(Vec<PublishOutcome>),
+    /// A unit of work holds its own output until it is answered.
+    Worked,
     Recorded,
     Replayed(ReplayOutcome),
     EndpointSet,
-}
-
-/// Work that becomes visible only once the transaction is durable.
-#[derive(Default)]
-struct AfterCommit {
-    deliver_now: Vec<ReadyDelivery>,
-    retries: Vec<(DeliveryId, UnixMillis)>,
-    endpoint_changes: Vec<(String, Option<String>)>,
 }
 
 impl Writer {
@@ -91,6 +94,9 @@ impl Writer {
             for delivery in after.deliver_now {
                 self.sink.deliver_now(delivery);
             }
+            for job in after.render {
+                self.sink.render(job);
+            }
             for (id, at) in after.retries {
                 self.sink.retry_at(id, at);
             }
@@ -107,7 +113,7 @@ impl Writer {
 
     fn apply_all(
         &self,
-        batch: &[Command],
+        batch: &mut [Command],
         after: &mut AfterCommit,
     ) -> Result<Vec<Applied>, StoreError> {
         let txn = self.store.database().begin_write()?;
@@ -115,17 +121,24 @@ impl Writer {
         {
             let mut tables = Tables::open(&txn)?;
             let now = now_millis();
-            for command in batch {
+            for command in batch.iter_mut() {
                 applied.push(match command {
-                    Command::Publish { events, .. } => {
-                        let mut outcomes = Vec::with_capacity(events.len());
-                        for event in events {
-                            outcomes.push(publish(&mut tables, event, after)?);
-                        }
-                        Applied::Published(outcomes)
+                    Command::Work(job) => {
+                        let mut txn = RedbTxn {
+                            tables: &mut tables,
+                            after: &mut *after,
+                            subscriptions: &self.subscriptions,
+                            now,
+                        };
+                        job.apply(&mut txn)?;
+                        Applied::Worked
                     }
                     Command::RecordAttempt(report) => {
                         record_attempt(&mut tables, report, now, after)?;
+                        Applied::Recorded
+                    }
+                    Command::Rendered { id, outcome } => {
+                        rendered(&mut tables, *id, outcome, now, after)?;
                         Applied::Recorded
                     }
                     Command::Replay { id, payload, .. } => {
@@ -164,12 +177,7 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
     // A caller that went away (client disconnected) no longer needs the answer; the commit
     // stands and the work is dispatched regardless.
     match command {
-        Command::Publish { reply, .. } => {
-            let _ = reply.send(result.map(|applied| match applied {
-                Applied::Published(outcomes) => outcomes.clone(),
-                _ => unreachable!("a publish command yields a publish result"),
-            }));
-        }
+        Command::Work(job) => job.answer(result.map(|_| ())),
         Command::Replay { reply, .. } => {
             let _ = reply.send(result.map(|applied| match applied {
                 Applied::Replayed(outcome) => outcome.clone(),
@@ -185,133 +193,52 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
                     "attempt result not recorded; the delivery is retried after a restart");
             }
         }
+        Command::Rendered { id, .. } => {
+            if let Err(err) = result {
+                tracing::error!(delivery_id = %id, error = %err,
+                    "rendered body not recorded; the chain runs again after a restart");
+            }
+        }
     }
 }
 
-fn publish(
+/// Records what an endpoint's plugin chain made of a committed domain event.
+fn rendered(
     tables: &mut Tables<'_>,
-    event: &NewEvent,
+    id: DeliveryId,
+    outcome: &ChainOutcome,
+    now: UnixMillis,
     after: &mut AfterCommit,
-) -> Result<PublishOutcome, StoreError> {
-    if let Some(key) = &event.idempotency_key {
-        if let Some(existing) = tables.idempotency.get(key.as_str())? {
-            let existing = EventId::from_u128(existing.value());
-            let record = tables
-                .event(existing)?
-                .ok_or_else(|| corrupt(format!("idempotency key points at missing {existing}")))?;
-            return Ok(if record.fingerprint == event.fingerprint {
-                PublishOutcome::Replayed(summary(&record))
-            } else {
-                PublishOutcome::Conflict { key: key.clone() }
-            });
-        }
-        tables
-            .idempotency
-            .insert(key.as_str(), event.id.as_u128())?;
-    }
-    let record = EventRecord {
-        id: event.id,
-        event_type: event.event_type.clone(),
-        created_at: event.created_at,
-        data: event.data.clone(),
-        idempotency_key: event.idempotency_key.clone(),
-        fingerprint: event.fingerprint.clone(),
-        deliveries: event
-            .deliveries
-            .iter()
-            .map(|delivery| DeliveryRef {
-                id: delivery.id,
-                endpoint_id: delivery.endpoint_id.clone(),
-                parked: match &delivery.content {
-                    DeliveryContent::Ready(_) => None,
-                    DeliveryContent::Parked { reason } => Some(reason.clone()),
-                },
-            })
-            .collect(),
-        dropped: event.dropped.clone(),
-    };
-    let raw = serde_json::to_vec(&record)?;
-    tables.events.insert(event.id.as_u128(), raw.as_slice())?;
-    for delivery in &event.deliveries {
-        let mut record = DeliveryRecord {
-            id: delivery.id,
-            event_id: event.id,
-            endpoint_id: delivery.endpoint_id.clone(),
-            status: DeliveryStatus::Pending,
-            created_at: event.created_at,
-            attempt_count: 0,
-            cycle_start: 0,
-            next_attempt_at: None,
-            dead_lettered_at: None,
-            last_error: None,
-            content_type: None,
-            headers: Vec::new(),
-            plugins: Vec::new(),
-            needs_render: false,
-        };
-        match &delivery.content {
-            DeliveryContent::Ready(payload) => {
-                set_payload(tables, &mut record, payload)?;
-                record.next_attempt_at = Some(event.created_at);
-                tables
-                    .due
-                    .insert((event.created_at, delivery.id.as_u128()), ())?;
-                after.deliver_now.push(ready(&record, payload.body.clone()));
-            }
-            DeliveryContent::Parked { reason } => {
-                record.needs_render = true;
-                dead_letter(tables, &mut record, reason, event.created_at)?;
-            }
-        }
-        tables.put_delivery(&record)?;
-    }
-    Ok(PublishOutcome::Created(summary(&record)))
-}
-
-/// Records how to send a payload, and stores its body when plugins shaped it (the default body
-/// is rendered again from the event when needed; see [`crate::store::body_of`]).
-fn set_payload(
-    tables: &mut Tables<'_>,
-    record: &mut DeliveryRecord,
-    payload: &Rendered,
 ) -> Result<(), StoreError> {
-    if !payload.plugins.is_empty() {
-        tables
-            .bodies
-            .insert(record.id.as_u128(), payload.body.as_ref())?;
+    let Some(mut record) = tables.delivery(id)? else {
+        return Ok(());
+    };
+    if record.status != DeliveryStatus::Pending || !record.needs_render {
+        // Rendered twice (recovery raced the first render): the first result stands.
+        return Ok(());
     }
-    record.content_type = Some(payload.content_type.clone());
-    record.headers = payload.headers.clone();
-    record.plugins = payload.plugins.clone();
-    record.needs_render = false;
-    Ok(())
-}
-
-/// The in-memory job for a pending delivery's next attempt.
-pub(crate) fn ready(record: &DeliveryRecord, body: Bytes) -> ReadyDelivery {
-    ReadyDelivery {
-        id: record.id,
-        event_id: record.event_id,
-        endpoint_id: record.endpoint_id.clone(),
-        attempt_number: record.attempt_count + 1,
-        attempt_in_cycle: record.attempt_count - record.cycle_start + 1,
-        body,
-        content_type: record
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/json".to_owned()),
-        headers: record.headers.clone(),
+    match outcome {
+        ChainOutcome::Deliver(payload) => {
+            set_payload(tables, &mut record, payload)?;
+            after.deliver_now.push(ready(&record, payload.body.clone()));
+        }
+        ChainOutcome::Dropped { by } => {
+            if let Some(due) = record.next_attempt_at.take() {
+                tables.due.remove((due, id.as_u128()))?;
+            }
+            record.status = DeliveryStatus::Dropped;
+            record.last_error = Some(format!("dropped by the plugin filter {by}"));
+        }
+        ChainOutcome::Failed { reason, .. } => {
+            if let Some(due) = record.next_attempt_at.take() {
+                tables.due.remove((due, id.as_u128()))?;
+            }
+            tracing::warn!(delivery_id = %id, endpoint_id = %record.endpoint_id, %reason,
+                "plugin chain failed; delivery parked");
+            dead_letter(tables, &mut record, reason, now)?;
+        }
     }
-}
-
-fn summary(record: &EventRecord) -> EventSummary {
-    EventSummary {
-        id: record.id,
-        event_type: record.event_type.clone(),
-        created_at: record.created_at,
-        deliveries: record.deliveries.clone(),
-        dropped: record.dropped.clone(),
-    }
+    tables.put_delivery(&record)
 }
 
 fn record_attempt(
@@ -371,19 +298,6 @@ fn record_attempt(
     tables.put_delivery(&record)
 }
 
-fn dead_letter(
-    tables: &mut Tables<'_>,
-    record: &mut DeliveryRecord,
-    reason: &str,
-    now: UnixMillis,
-) -> Result<(), StoreError> {
-    record.status = DeliveryStatus::DeadLettered;
-    record.last_error = Some(reason.to_owned());
-    record.dead_lettered_at = Some(now);
-    tables.dead_letters.insert((now, record.id.as_u128()), ())?;
-    Ok(())
-}
-
 fn replay(
     tables: &mut Tables<'_>,
     id: DeliveryId,
@@ -422,7 +336,7 @@ fn replay(
     record.cycle_start = record.attempt_count;
     record.next_attempt_at = Some(now);
     tables.due.insert((now, id.as_u128()), ())?;
-    let body = body_of(&record, &tables.bodies, &tables.events)?;
+    let body = stored_body(tables, &record)?;
     after.deliver_now.push(ready(&record, body));
     tables.put_delivery(&record)?;
     Ok(ReplayOutcome::Scheduled)

@@ -21,12 +21,13 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::ids::{DeliveryId, EventId};
+use crate::ids::{DeliveryId, EventId, PaymentId};
+use crate::payments::Payment;
 use crate::time::UnixMillis;
 
 pub use records::{
-    AttemptRecord, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef, EndpointState,
-    EventRecord,
+    AttemptRecord, ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef,
+    EndpointState, EventRecord,
 };
 
 /// Event id → [`EventRecord`] (JSON).
@@ -46,6 +47,24 @@ pub(crate) const DEAD_LETTERS: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("dead_letters");
 /// Endpoint id → [`EndpointState`] (JSON): what the gateway learned about it (e.g. disabled).
 pub(crate) const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("endpoints");
+
+/// Payment id → [`crate::payments::Payment`] (JSON, transfers embedded).
+pub(crate) const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("payments");
+/// `"{chain}:{address}"` → (latest payment there, when it ended or 0 while open): who an
+/// address belongs to, and which addresses the scanner watches.
+pub(crate) const ADDRESSES: TableDefinition<&str, (u128, u64)> = TableDefinition::new("addresses");
+/// (chain, payment id) of every open payment: what each scan step re-evaluates.
+pub(crate) const OPEN_PAYMENTS: TableDefinition<(&str, u128), ()> =
+    TableDefinition::new("open_payments");
+/// Chain name → [`ChainCursor`] (JSON).
+pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_cursors");
+/// Named counters (the next watch-only derivation index).
+pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// The key of an address in [`ADDRESSES`].
+pub(crate) fn address_key(chain: &str, address: &alloy::primitives::Address) -> String {
+    format!("{chain}:{address:#x}")
+}
 
 /// A failure of the store; the message names the operation.
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +97,16 @@ from_redb!(
     redb::CommitError
 );
 
-/// A pending delivery as it is read back for sending: its record and its body.
+/// A pending delivery as it is read back for sending.
 #[derive(Debug, Clone)]
-pub struct PendingDelivery {
-    pub record: DeliveryRecord,
-    pub body: Bytes,
+pub enum PendingDelivery {
+    /// Ready: the exact bytes every attempt sends.
+    Ready { record: DeliveryRecord, body: Bytes },
+    /// A domain event's delivery whose plugin chain has not run yet.
+    Unrendered {
+        record: DeliveryRecord,
+        event: Arc<EventRecord>,
+    },
 }
 
 /// A store error for a record that contradicts another.
@@ -186,8 +210,19 @@ impl Store {
             if record.status != DeliveryStatus::Pending {
                 continue;
             }
+            if record.needs_render {
+                let Some(raw) = events.get(record.event_id.as_u128())? else {
+                    return Err(corrupt(format!(
+                        "delivery {} waits for its event {}, which is missing",
+                        record.id, record.event_id
+                    )));
+                };
+                let event = Arc::new(serde_json::from_slice(raw.value())?);
+                list.push(PendingDelivery::Unrendered { record, event });
+                continue;
+            }
             let body = body_of(&record, &bodies, &events)?;
-            list.push(PendingDelivery { record, body });
+            list.push(PendingDelivery::Ready { record, body });
         }
         Ok(list)
     }
@@ -231,6 +266,78 @@ impl Store {
         Ok(states)
     }
 
+    /// One payment.
+    pub fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let payments = txn.open_table(PAYMENTS)?;
+        match payments.get(id.as_u128())? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Payments newest first, starting below `before` (a cursor: the last id of the previous
+    /// page), keeping those `keep` accepts, at most `limit`.
+    pub fn payments(
+        &self,
+        before: Option<PaymentId>,
+        limit: usize,
+        keep: impl Fn(&Payment) -> bool,
+    ) -> Result<Vec<Payment>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let payments = txn.open_table(PAYMENTS)?;
+        let until = before.map_or(u128::MAX, PaymentId::as_u128);
+        let mut list = Vec::new();
+        for entry in payments.range(..until)?.rev() {
+            let (_, raw) = entry?;
+            let payment: Payment = serde_json::from_slice(raw.value())?;
+            if keep(&payment) {
+                list.push(payment);
+                if list.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(list)
+    }
+
+    /// The addresses the scanner watches on `chain`: those of open payments and of payments
+    /// that ended at or after `ended_since` (late transfers are still recorded).
+    pub fn watched_addresses(
+        &self,
+        chain: &str,
+        ended_since: UnixMillis,
+    ) -> Result<Vec<alloy::primitives::Address>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let addresses = txn.open_table(ADDRESSES)?;
+        let prefix = format!("{chain}:");
+        let mut list = Vec::new();
+        for entry in addresses.range(prefix.as_str()..)? {
+            let (key, value) = entry?;
+            let Some(address) = key.value().strip_prefix(prefix.as_str()) else {
+                break;
+            };
+            let (_, ended_at) = value.value();
+            if ended_at == 0 || ended_at >= ended_since {
+                let address = address
+                    .parse()
+                    .map_err(|_| corrupt(format!("address index key `{}`", key.value())))?;
+                list.push(address);
+            }
+        }
+        Ok(list)
+    }
+
+    /// How far `chain` has been scanned.
+    pub fn chain_cursor(&self, chain: &str) -> Result<Option<ChainCursor>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let cursors = txn.open_table(CURSORS)?;
+        match cursors.get(chain)? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Number of deliveries still waiting to be sent.
     pub fn pending_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
@@ -248,6 +355,11 @@ pub(crate) struct Tables<'txn> {
     pub due: redb::Table<'txn, (u64, u128), ()>,
     pub dead_letters: redb::Table<'txn, (u64, u128), ()>,
     pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub payments: redb::Table<'txn, u128, &'static [u8]>,
+    pub addresses: redb::Table<'txn, &'static str, (u128, u64)>,
+    pub open_payments: redb::Table<'txn, (&'static str, u128), ()>,
+    pub cursors: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub counters: redb::Table<'txn, &'static str, u64>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -261,6 +373,11 @@ impl<'txn> Tables<'txn> {
             due: txn.open_table(DUE)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             endpoints: txn.open_table(ENDPOINTS)?,
+            payments: txn.open_table(PAYMENTS)?,
+            addresses: txn.open_table(ADDRESSES)?,
+            open_payments: txn.open_table(OPEN_PAYMENTS)?,
+            cursors: txn.open_table(CURSORS)?,
+            counters: txn.open_table(COUNTERS)?,
         })
     }
 

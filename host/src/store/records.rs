@@ -52,6 +52,8 @@ pub enum DeliveryStatus {
     Pending,
     Delivered,
     DeadLettered,
+    /// The endpoint's plugin filter dropped the event after it was committed.
+    Dropped,
 }
 
 /// One event bound for one endpoint.
@@ -84,7 +86,8 @@ pub struct DeliveryRecord {
     /// `name@version` of each plugin that shaped the body, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<String>,
-    /// No body yet: the plugin chain failed at publish time. A replay runs it again.
+    /// No body yet: the plugin chain has not run (a domain event, rendered after its commit)
+    /// or failed (the delivery is parked; a replay runs it again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_render: bool,
 }
@@ -116,9 +119,82 @@ pub struct EndpointState {
     pub disabled_at: Option<UnixMillis>,
 }
 
+/// How far a chain has been scanned, and the recent block hashes that detect a reorg.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCursor {
+    /// The last block whose transfers are committed.
+    pub number: u64,
+    pub hash: alloy::primitives::B256,
+    /// `(number, hash)` of up to [`ChainCursor::WINDOW`] blocks ending at the cursor, oldest
+    /// first: a reorg is walked back through them to the common ancestor.
+    pub recent: Vec<(u64, alloy::primitives::B256)>,
+}
+
+impl ChainCursor {
+    /// Block hashes kept: the deepest reorg the scanner can walk back.
+    pub const WINDOW: usize = 128;
+
+    /// A cursor at one block, with no history (a fresh scan start).
+    pub fn at(number: u64, hash: alloy::primitives::B256) -> Self {
+        Self {
+            number,
+            hash,
+            recent: vec![(number, hash)],
+        }
+    }
+
+    /// Moves the cursor forward through `blocks` (consecutive, each the child of the last).
+    pub fn advance(&mut self, blocks: &[(u64, alloy::primitives::B256)]) {
+        if let Some(&(number, hash)) = blocks.last() {
+            self.recent.extend_from_slice(blocks);
+            let excess = self.recent.len().saturating_sub(Self::WINDOW);
+            self.recent.drain(..excess);
+            self.number = number;
+            self.hash = hash;
+        }
+    }
+
+    /// Moves the cursor back to `number`, a block it remembers; `false` if it does not.
+    pub fn rewind(&mut self, number: u64) -> bool {
+        let Some(position) = self.recent.iter().position(|(at, _)| *at == number) else {
+            return false;
+        };
+        self.recent.truncate(position + 1);
+        self.number = number;
+        self.hash = self.recent[position].1;
+        true
+    }
+
+    /// The stored hash of block `number`, if it is in the window.
+    pub fn hash_of(&self, number: u64) -> Option<alloy::primitives::B256> {
+        self.recent
+            .iter()
+            .find(|(at, _)| *at == number)
+            .map(|(_, hash)| *hash)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cursor_keeps_a_bounded_window_and_rewinds_within_it() {
+        use alloy::primitives::B256;
+        let hash = |n: u64| B256::with_last_byte(n as u8);
+        let mut cursor = ChainCursor::at(0, hash(0));
+        let blocks: Vec<_> = (1..=200).map(|n| (n, hash(n))).collect();
+        cursor.advance(&blocks);
+        assert_eq!(cursor.number, 200);
+        assert_eq!(cursor.recent.len(), ChainCursor::WINDOW);
+        assert_eq!(cursor.hash_of(72), None);
+        assert_eq!(cursor.hash_of(73), Some(hash(73)));
+        assert_eq!(cursor.hash_of(150), Some(hash(150)));
+        assert!(cursor.rewind(190));
+        assert_eq!((cursor.number, cursor.hash), (190, hash(190)));
+        assert_eq!(cursor.recent.last(), Some(&(190, hash(190))));
+        assert!(!cursor.rewind(10), "below the window");
+    }
 
     #[test]
     fn default_fields_are_left_out_and_read_back_as_defaults() {

@@ -1,0 +1,160 @@
+//! `POST /v1/payments`, `GET /v1/payments/{id}`, `GET /v1/payments`.
+//!
+//! A created payment answers 201 only once it and its `payment.created` event are committed.
+//! Lists are newest first with cursor pagination: pass the `next_cursor` of one page as
+//! `cursor` to get the next.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use super::{ApiError, ApiState};
+use crate::ids::PaymentId;
+use crate::payments::{CreateRequest, Created, Payment, PaymentStatus, events};
+
+/// Most payments on one page.
+const MAX_PAGE: usize = 500;
+
+pub async fn create(
+    State(state): State<ApiState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let request: CreateRequest = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::invalid_body(format!("the request body is not valid: {err}")))?;
+    let created = state
+        .gateway
+        .create_payment(request)
+        .await?
+        .map_err(|err| ApiError::invalid_body(err.to_string()))?;
+    match created {
+        Created::Payment(payment) => Ok((StatusCode::CREATED, Json(view(&payment)))),
+        Created::AddressInUse {
+            address,
+            payment_id,
+        } => Err(ApiError::conflict(
+            "address_in_use",
+            format!("address: {address} belongs to live payment {payment_id}"),
+        )),
+        Created::NoAddress => Err(ApiError::invalid_body(
+            "address: required, because no payments.xpub is configured to derive one",
+        )),
+    }
+}
+
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: PaymentId = id
+        .parse()
+        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
+    let store = state.gateway.store().clone();
+    let payment = tokio::task::spawn_blocking(move || store.payment(id))
+        .await
+        .map_err(|err| ApiError::internal(err.to_string()))??
+        .ok_or_else(|| ApiError::not_found(format!("no payment with id {id}")))?;
+    Ok(Json(view(&payment)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    status: Option<String>,
+    chain: Option<String>,
+    address: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_value::<PaymentStatus>(serde_json::json!(text)).map_err(|_| {
+                ApiError::invalid_body(format!(
+                    "status: `{text}` is not one of pending, underpaid, detected, confirmed, expired"
+                ))
+            })?,
+        ),
+    };
+    let address =
+        match query.address.as_deref() {
+            None => None,
+            Some(text) => Some(text.parse::<alloy::primitives::Address>().map_err(|_| {
+                ApiError::invalid_body(format!("address: `{text}` is not an address"))
+            })?),
+        };
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<PaymentId>()
+                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_body(format!(
+            "limit: must be 1 to {MAX_PAGE}, got {limit}"
+        )));
+    }
+    let store = state.gateway.store().clone();
+    let chain = query.chain;
+    let page = tokio::task::spawn_blocking(move || {
+        store.payments(cursor, limit, |payment| {
+            status.is_none_or(|status| payment.status == status)
+                && chain.as_ref().is_none_or(|chain| &payment.chain == chain)
+                && address.is_none_or(|address| payment.address == address)
+        })
+    })
+    .await
+    .map_err(|err| ApiError::internal(err.to_string()))??;
+    let next_cursor = (page.len() == limit)
+        .then(|| page.last().map(|payment| payment.id.to_string()))
+        .flatten();
+    let payments: Vec<serde_json::Value> = page.iter().map(view).collect();
+    Ok(Json(
+        serde_json::json!({"payments": payments, "next_cursor": next_cursor}),
+    ))
+}
+
+/// A payment as the API shows it: the event data's fields plus its transfers.
+fn view(payment: &Payment) -> serde_json::Value {
+    let mut view = events::view(payment);
+    let transfers: Vec<serde_json::Value> = payment
+        .transfers
+        .iter()
+        .map(|transfer| {
+            serde_json::json!({
+                "tx_hash": transfer.tx_hash.to_string(),
+                "log_index": match transfer.index {
+                    crate::payments::TransferIndex::Native => None,
+                    crate::payments::TransferIndex::Log(index) => Some(index),
+                },
+                "block_number": transfer.block_number,
+                "block_hash": transfer.block_hash.to_string(),
+                "from": transfer.from.to_string(),
+                "amount_raw": transfer.value.to_string(),
+                "late": transfer.late,
+            })
+        })
+        .collect();
+    let object = view.as_object_mut().expect("a JSON object");
+    object.insert(
+        "amount_paid".to_owned(),
+        serde_json::json!(crate::payments::amount::format(
+            payment.paid(),
+            payment.decimals
+        )),
+    );
+    object.insert(
+        "created_at".to_owned(),
+        serde_json::json!(crate::time::rfc3339(payment.created_at)),
+    );
+    object.insert("transfers".to_owned(), serde_json::json!(transfers));
+    view
+}

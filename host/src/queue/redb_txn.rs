@@ -1,0 +1,376 @@
+//! The redb implementation of [`Txn`]: the outbox and the domain tables inside the writer's
+//! one write transaction.
+//!
+//! Both ways an event enters the outbox end here: [`publish`] (the API: fan-out and plugin
+//! bodies decided before the commit) and [`RedbTxn::emit`] (domain events: fanned out here to
+//! the subscribed endpoints; deliveries to endpoints without plugins get the default body at
+//! once, the others are rendered by their plugin chain after the commit, see
+//! [`super::Sink::render`]). Table invariants — an event with all its deliveries and due
+//! entries, a payment with its address and open-payment index entries — are kept here only.
+
+use std::sync::Arc;
+
+use alloy::primitives::Address;
+use bytes::Bytes;
+use redb::ReadableTable as _;
+
+use super::{
+    DeliveryContent, EventSummary, NewEvent, PublishOutcome, ReadyDelivery, RenderJob, Txn,
+};
+use crate::delivery::Subscriptions;
+use crate::ids::{DeliveryId, EventId, PaymentId};
+use crate::payments::Payment;
+use crate::plugins::Rendered;
+use crate::queue::Emit;
+use crate::store::{
+    ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EventRecord, StoreError, Tables,
+    address_key, body_of, corrupt,
+};
+use crate::time::UnixMillis;
+
+/// Work that becomes visible only once the transaction is durable.
+#[derive(Default)]
+pub(super) struct AfterCommit {
+    pub deliver_now: Vec<ReadyDelivery>,
+    pub render: Vec<RenderJob>,
+    pub retries: Vec<(DeliveryId, UnixMillis)>,
+    pub endpoint_changes: Vec<(String, Option<String>)>,
+}
+
+/// One write transaction as units of work see it.
+pub(super) struct RedbTxn<'a, 'txn> {
+    pub tables: &'a mut Tables<'txn>,
+    pub after: &'a mut AfterCommit,
+    pub subscriptions: &'a Subscriptions,
+    pub now: UnixMillis,
+}
+
+/// The counter holding the next watch-only derivation index.
+const ADDRESS_INDEX: &str = "address_index";
+
+impl Txn for RedbTxn<'_, '_> {
+    fn now(&self) -> UnixMillis {
+        self.now
+    }
+
+    fn publish(&mut self, event: &NewEvent) -> Result<PublishOutcome, StoreError> {
+        publish(self.tables, event, self.after)
+    }
+
+    fn emit(&mut self, event: Emit) -> Result<Option<EventId>, StoreError> {
+        if self
+            .tables
+            .idempotency
+            .get(event.idempotency_key.as_str())?
+            .is_some()
+        {
+            return Ok(None);
+        }
+        let id = EventId::new();
+        let mut record = EventRecord {
+            id,
+            fingerprint: crate::events::fingerprint(&event.event_type, event.data.get()),
+            event_type: event.event_type,
+            created_at: self.now,
+            data: event.data,
+            idempotency_key: Some(event.idempotency_key),
+            deliveries: Vec::new(),
+            dropped: Vec::new(),
+        };
+        let endpoints = self.subscriptions.subscribers(&record.event_type);
+        let mut records = Vec::with_capacity(endpoints.len());
+        for endpoint in &endpoints {
+            let delivery = DeliveryRecord {
+                id: DeliveryId::new(),
+                event_id: id,
+                endpoint_id: endpoint.id.clone(),
+                status: DeliveryStatus::Pending,
+                created_at: self.now,
+                attempt_count: 0,
+                cycle_start: 0,
+                next_attempt_at: Some(self.now),
+                dead_lettered_at: None,
+                last_error: None,
+                content_type: None,
+                headers: Vec::new(),
+                plugins: Vec::new(),
+                needs_render: !endpoint.plugins.is_empty(),
+            };
+            record.deliveries.push(DeliveryRef {
+                id: delivery.id,
+                endpoint_id: delivery.endpoint_id.clone(),
+                parked: None,
+            });
+            records.push(delivery);
+        }
+        let raw = serde_json::to_vec(&record)?;
+        self.tables.events.insert(id.as_u128(), raw.as_slice())?;
+        if let Some(key) = &record.idempotency_key {
+            self.tables.idempotency.insert(key.as_str(), id.as_u128())?;
+        }
+        let record = Arc::new(record);
+        for delivery in records {
+            self.tables
+                .due
+                .insert((self.now, delivery.id.as_u128()), ())?;
+            self.tables.put_delivery(&delivery)?;
+            if delivery.needs_render {
+                self.after.render.push(RenderJob {
+                    delivery_id: delivery.id,
+                    endpoint_id: delivery.endpoint_id.clone(),
+                    event: record.clone(),
+                });
+            } else {
+                let body = crate::events::default_body(
+                    id,
+                    &record.event_type,
+                    record.created_at,
+                    record.data.get(),
+                );
+                self.after.deliver_now.push(ready(&delivery, body));
+            }
+        }
+        Ok(Some(id))
+    }
+
+    fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        match self.tables.payments.get(id.as_u128())? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_payment(&mut self, payment: &Payment) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(payment)?;
+        self.tables
+            .payments
+            .insert(payment.id.as_u128(), raw.as_slice())?;
+        let key = address_key(&payment.chain, &payment.address);
+        let open_key = (payment.chain.as_str(), payment.id.as_u128());
+        if payment.status.is_open() {
+            self.tables.open_payments.insert(open_key, ())?;
+            self.tables
+                .addresses
+                .insert(key.as_str(), (payment.id.as_u128(), 0))?;
+        } else {
+            self.tables.open_payments.remove(open_key)?;
+            // The address stays watched for late transfers until the late window passes.
+            let owner = self
+                .tables
+                .addresses
+                .get(key.as_str())?
+                .map(|v| v.value().0);
+            if owner == Some(payment.id.as_u128()) {
+                self.tables.addresses.insert(
+                    key.as_str(),
+                    (payment.id.as_u128(), payment.updated_at.max(1)),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn payment_at(&self, chain: &str, address: Address) -> Result<Option<Payment>, StoreError> {
+        let key = address_key(chain, &address);
+        let Some(entry) = self.tables.addresses.get(key.as_str())? else {
+            return Ok(None);
+        };
+        let id = PaymentId::from_u128(entry.value().0);
+        self.payment(id)?
+            .map(Some)
+            .ok_or_else(|| corrupt(format!("address {key} points at missing payment {id}")))
+    }
+
+    fn open_payments(&self, chain: &str) -> Result<Vec<Payment>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .tables
+            .open_payments
+            .range((chain, 0)..=(chain, u128::MAX))?
+        {
+            ids.push(PaymentId::from_u128(entry?.0.value().1));
+        }
+        ids.into_iter()
+            .map(|id| {
+                self.payment(id)?
+                    .ok_or_else(|| corrupt(format!("open payment {id} is missing")))
+            })
+            .collect()
+    }
+
+    fn take_address_index(&mut self) -> Result<u32, StoreError> {
+        let next = self
+            .tables
+            .counters
+            .get(ADDRESS_INDEX)?
+            .map_or(0, |value| value.value());
+        let index = u32::try_from(next)
+            .ok()
+            .filter(|index| *index < 0x8000_0000)
+            .ok_or_else(|| corrupt("every non-hardened derivation index is used".to_owned()))?;
+        self.tables.counters.insert(ADDRESS_INDEX, next + 1)?;
+        Ok(index)
+    }
+
+    fn chain_cursor(&self, chain: &str) -> Result<Option<ChainCursor>, StoreError> {
+        match self.tables.cursors.get(chain)? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_chain_cursor(&mut self, chain: &str, cursor: &ChainCursor) -> Result<(), StoreError> {
+        let raw = serde_json::to_vec(cursor)?;
+        self.tables.cursors.insert(chain, raw.as_slice())?;
+        Ok(())
+    }
+}
+
+/// Commits an event published through the API, with the deliveries decided before the commit.
+pub(super) fn publish(
+    tables: &mut Tables<'_>,
+    event: &NewEvent,
+    after: &mut AfterCommit,
+) -> Result<PublishOutcome, StoreError> {
+    if let Some(key) = &event.idempotency_key {
+        if let Some(existing) = tables.idempotency.get(key.as_str())? {
+            let existing = EventId::from_u128(existing.value());
+            let record = tables
+                .event(existing)?
+                .ok_or_else(|| corrupt(format!("idempotency key points at missing {existing}")))?;
+            return Ok(if record.fingerprint == event.fingerprint {
+                PublishOutcome::Replayed(summary(&record))
+            } else {
+                PublishOutcome::Conflict { key: key.clone() }
+            });
+        }
+        tables
+            .idempotency
+            .insert(key.as_str(), event.id.as_u128())?;
+    }
+    let record = EventRecord {
+        id: event.id,
+        event_type: event.event_type.clone(),
+        created_at: event.created_at,
+        data: event.data.clone(),
+        idempotency_key: event.idempotency_key.clone(),
+        fingerprint: event.fingerprint.clone(),
+        deliveries: event
+            .deliveries
+            .iter()
+            .map(|delivery| DeliveryRef {
+                id: delivery.id,
+                endpoint_id: delivery.endpoint_id.clone(),
+                parked: match &delivery.content {
+                    DeliveryContent::Ready(_) => None,
+                    DeliveryContent::Parked { reason } => Some(reason.clone()),
+                },
+            })
+            .collect(),
+        dropped: event.dropped.clone(),
+    };
+    let raw = serde_json::to_vec(&record)?;
+    tables.events.insert(event.id.as_u128(), raw.as_slice())?;
+    for delivery in &event.deliveries {
+        let mut record = DeliveryRecord {
+            id: delivery.id,
+            event_id: event.id,
+            endpoint_id: delivery.endpoint_id.clone(),
+            status: DeliveryStatus::Pending,
+            created_at: event.created_at,
+            attempt_count: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+            dead_lettered_at: None,
+            last_error: None,
+            content_type: None,
+            headers: Vec::new(),
+            plugins: Vec::new(),
+            needs_render: false,
+        };
+        match &delivery.content {
+            DeliveryContent::Ready(payload) => {
+                set_payload(tables, &mut record, payload)?;
+                record.next_attempt_at = Some(event.created_at);
+                tables
+                    .due
+                    .insert((event.created_at, delivery.id.as_u128()), ())?;
+                after.deliver_now.push(ready(&record, payload.body.clone()));
+            }
+            DeliveryContent::Parked { reason } => {
+                record.needs_render = true;
+                dead_letter(tables, &mut record, reason, event.created_at)?;
+            }
+        }
+        tables.put_delivery(&record)?;
+    }
+    Ok(PublishOutcome::Created(summary(&record)))
+}
+
+/// Records how to send a payload, and stores its body when plugins shaped it (the default body
+/// is rendered again from the event when needed; see [`crate::store::body_of`]).
+pub(super) fn set_payload(
+    tables: &mut Tables<'_>,
+    record: &mut DeliveryRecord,
+    payload: &Rendered,
+) -> Result<(), StoreError> {
+    if !payload.plugins.is_empty() {
+        tables
+            .bodies
+            .insert(record.id.as_u128(), payload.body.as_ref())?;
+    }
+    record.content_type = Some(payload.content_type.clone());
+    record.headers = payload.headers.clone();
+    record.plugins = payload.plugins.clone();
+    record.needs_render = false;
+    Ok(())
+}
+
+/// The in-memory job for a pending delivery's next attempt.
+pub(crate) fn ready(record: &DeliveryRecord, body: Bytes) -> ReadyDelivery {
+    ReadyDelivery {
+        id: record.id,
+        event_id: record.event_id,
+        endpoint_id: record.endpoint_id.clone(),
+        attempt_number: record.attempt_count + 1,
+        attempt_in_cycle: record.attempt_count - record.cycle_start + 1,
+        body,
+        content_type: record
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/json".to_owned()),
+        headers: record.headers.clone(),
+    }
+}
+
+fn summary(record: &EventRecord) -> EventSummary {
+    EventSummary {
+        id: record.id,
+        event_type: record.event_type.clone(),
+        created_at: record.created_at,
+        deliveries: record.deliveries.clone(),
+        dropped: record.dropped.clone(),
+    }
+}
+
+/// Parks a delivery in the dead-letter list with `reason`.
+pub(super) fn dead_letter(
+    tables: &mut Tables<'_>,
+    record: &mut DeliveryRecord,
+    reason: &str,
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    record.status = DeliveryStatus::DeadLettered;
+    record.last_error = Some(reason.to_owned());
+    record.dead_lettered_at = Some(now);
+    tables.dead_letters.insert((now, record.id.as_u128()), ())?;
+    Ok(())
+}
+
+/// The body a pending delivery sends, read back inside the transaction.
+pub(super) fn stored_body(
+    tables: &Tables<'_>,
+    record: &DeliveryRecord,
+) -> Result<Bytes, StoreError> {
+    body_of(record, &tables.bodies, &tables.events)
+}
