@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The whole flow on one machine: a verifying receiver, the gateway on a fresh redb file with
-# example WASM plugins, two published payment events, their signed deliveries (one reshaped by
-# a plugin, one filtered out) and the attempts the gateway recorded.
+# The whole flow on one machine: a local anvil chain, a verifying receiver, the gateway on a
+# fresh redb file with example WASM plugins; a payment is created, paid on-chain and confirmed,
+# and the signed payment events arrive (one reshaped by a plugin, one filtered out by another).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export WEBHOOK_SECRET="whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
-TOKEN="demo-admin-token"
+export HOOKGATE_ADMIN_TOKEN="demo-admin-token"
+PAYER=0x8626f6940E2eb28930eFb4CeF49B2d1F2C9C1199   # anvil's account 19
 work=$PWD/target/demo
 rm -rf "$work" && mkdir -p "$work/plugins"
 
@@ -16,6 +17,11 @@ cargo run --quiet -p hookgate-plugin-build >"$work/plugin-build.log" 2>&1 \
   || { cat "$work/plugin-build.log"; exit 1; }
 bin=${CARGO_TARGET_DIR:-target}/debug
 cp target/plugins/legacy-flat.wasm target/plugins/min-amount.wasm "$work/plugins/"
+anvil=${HOOKGATE_ANVIL:-node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil}
+if [ ! -x "$anvil" ]; then
+  echo "== installing anvil from npm (@foundry-rs/anvil-linux-amd64)"
+  npm install --no-save --silent @foundry-rs/anvil-linux-amd64@1.7.1
+fi
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
@@ -29,44 +35,54 @@ wait_for() {
   done
   echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
 }
+# rpc METHOD PARAMS: one JSON-RPC call to anvil, prints the result.
+rpc() {
+  curl -sS -X POST "$RPC" -H 'Content-Type: application/json' \
+    -d '{"jsonrpc":"2.0","id":1,"method":"'"$1"'","params":'"$2"'}' | jq -c '.result'
+}
+
+"$anvil" --host 127.0.0.1 --port 0 --accounts 20 >"$work/anvil.log" 2>&1 &
+pids+=($!)
+RPC=http://$(wait_for "$work/anvil.log" 'Listening on' | sed 's/.*Listening on //')
+start=$(( $(rpc eth_blockNumber '[]' | tr -d '"') ))
+echo "== anvil (chain 31337) at $RPC, head block $start"
 
 "$bin/hookgate-receiver" 127.0.0.1:0 >"$work/receiver.log" 2>&1 &
 pids+=($!)
 receiver=$(wait_for "$work/receiver.log" 'listening on' | sed 's/.*listening on //')
 echo "== receiver verifying signatures at $receiver"
 
-sed -e "s|@RECEIVER@|$receiver|g" -e "s|@WORK@|$work|g" examples/demo.toml >"$work/hookgate.toml"
+sed -e "s|@RECEIVER@|$receiver|g" -e "s|@WORK@|$work|g" -e "s|@RPC@|$RPC|g" -e "s|@START@|$start|g" \
+  examples/demo.toml >"$work/hookgate.toml"
 "$bin/hookgate" serve --config "$work/hookgate.toml" >"$work/gateway.out" 2>"$work/gateway.log" &
 pids+=($!)
-api=$(wait_for "$work/gateway.out" 'listening on' | sed 's/.*listening on //')
-echo "== gateway admin API at $api (store: $work/hookgate.redb)"
-curl -sS "$api/v1/plugins" -H "Authorization: Bearer $TOKEN" | jq -c '.plugins[] | {name, version, from_cache}'
+export HOOKGATE_API
+HOOKGATE_API=$(wait_for "$work/gateway.out" 'listening on' | sed 's/.*listening on //')
+echo "== gateway admin API at $HOOKGATE_API (store: $work/hookgate.redb)"
 
-publish() { # publish KEY AMOUNT
-  curl -sS -X POST "$api/v1/events" \
-    -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" -H "Idempotency-Key: $1" \
-    -d '{"type":"payment.confirmed","data":{"payment_id":"7f0c5a4e-2d0b-4c1e-9a57-3f1f0d2b8c11","status":"confirmed","address":"0x8ba1f109551bd432803012645ac136ddd64dba72","amount":"'"$2"'","amount_raw":"0","chain":"ethereum","chain_id":1,"token_id":"usdc","tx_hash":"0x5c504ed432cb51138bcf09aa5e8a410dd4a1e204ef84bfed1be16dfba1b22060","block_number":123,"confirmations":12}}'
-}
+echo "== hookgate payment create --chain anvil --amount 1.5   (the address is derived from the xpub)"
+payment=$("$bin/hookgate" payment create --chain anvil --amount 1.5 --metadata '{"order":"A-1001"}')
+echo "$payment" | jq -c '{payment_id, status, address, amount, amount_raw, expires_at}'
+id=$(echo "$payment" | jq -r .payment_id)
+address=$(echo "$payment" | jq -r .address)
 
-echo "== publishing payment.confirmed for 12.5 USDC (goes to all three endpoints)"
-big=$(publish demo-payment-1 12.5)
-echo "$big" | jq .
-echo "== publishing payment.confirmed for 2.5 USDC (min-amount drops it for big-payments)"
-small=$(publish demo-payment-2 2.5)
-echo "$small" | jq -c '{id, deliveries: [.deliveries[].endpoint_id], dropped}'
+echo "== paying 1.5 ETH to $address on-chain"
+tx=$(rpc eth_sendTransaction '[{"from":"'"$PAYER"'","to":"'"$address"'","value":"0x14d1120d7b160000"}]')
+echo "   transaction $tx"
+wait_for "$work/receiver.log" '/webhooks .*"payment.detected"' >/dev/null
+echo "== payment.detected arrived; mining 3 blocks for the confirmations"
+rpc anvil_mine '[3]' >/dev/null
+wait_for "$work/receiver.log" '/legacy .*payment.confirmed' >/dev/null
+wait_for "$work/receiver.log" '/webhooks .*"payment.confirmed"' >/dev/null
 
-wait_for "$work/receiver.log" 'verified|REJECTED' 5 >/dev/null
 echo "== the receiver says (every delivery's two signatures checked)"
-grep -E 'verified|REJECTED' "$work/receiver.log"
+grep -E 'verified|REJECTED' "$work/receiver.log" | cut -c1-300
 if grep -q REJECTED "$work/receiver.log"; then echo "demo failed: a signature did not verify" >&2; exit 1; fi
+if grep -q '/big ' "$work/receiver.log"; then echo "demo failed: min-amount let a 1.5 payment through" >&2; exit 1; fi
+echo "== the legacy endpoint got the original service's flat body from the legacy-flat plugin:"
+grep '/legacy ' "$work/receiver.log" | sed 's/.*: {/{/' | jq .
+echo "== big-payments got nothing: min-amount (10) dropped the 1.5 ETH payment"
 
-delivery=$(echo "$big" | jq -r '.deliveries[] | select(.endpoint_id=="legacy") | .id')
-echo "== delivery $delivery (legacy endpoint) as the gateway recorded it"
-for _ in $(seq 50); do
-  status=$(curl -sS "$api/v1/deliveries/$delivery" -H "Authorization: Bearer $TOKEN")
-  [ "$(echo "$status" | jq -r .status)" = pending ] || break
-  sleep 0.1
-done
-echo "$status" | jq .
-[ "$(echo "$status" | jq -r .status)" = delivered ] || { echo "demo failed: not delivered" >&2; exit 1; }
+echo "== hookgate payment get $id"
+"$bin/hookgate" payment get "$id" | jq '{payment_id, status, amount, amount_paid, transfers: [.transfers[] | {tx_hash, block_number}]}'
 echo "== demo complete: logs and the redb file in $work/"

@@ -5,7 +5,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use alloy::primitives::{Address, U256};
@@ -67,21 +67,21 @@ fn field<'a>(value: &'a Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("`{name}` is not a string in {value:#}"))
 }
 
-/// The payment events received so far for `payment_id`, one per event id, in arrival order:
+/// The payment events received so far for `payment_id`, one per event id, in the order the
+/// gateway raised them (event ids are time-ordered; deliveries may arrive in another order):
 /// `(type, data)`.
 fn events_of(requests: &[Received], payment_id: &str) -> Vec<(String, Value)> {
-    let mut seen = BTreeSet::new();
-    let mut events = Vec::new();
+    let mut events = BTreeMap::new();
     for request in requests {
         let body = request.json();
-        if body["data"]["payment_id"] != payment_id {
-            continue;
-        }
-        if seen.insert(body["id"].as_str().unwrap_or_default().to_owned()) {
-            events.push((field(&body, "type").to_owned(), body["data"].clone()));
+        if body["data"]["payment_id"] == payment_id {
+            events.insert(
+                field(&body, "id").to_owned(),
+                (field(&body, "type").to_owned(), body["data"].clone()),
+            );
         }
     }
-    events
+    events.into_values().collect()
 }
 
 /// Waits for the `event_type` event of `payment_id` and returns its data.
@@ -414,7 +414,10 @@ async fn a_kill_9_mid_scan_misses_nothing_and_raises_nothing_twice() {
     gateway.kill9().await;
     gateway.restart().await;
     for payment in &payments {
-        wait_event(&receiver, field(payment, "payment_id"), "payment.confirmed").await;
+        // Detected and confirmed may be raised in the same step and arrive in either order.
+        for kind in ["payment.detected", "payment.confirmed"] {
+            wait_event(&receiver, field(payment, "payment_id"), kind).await;
+        }
     }
     for payment in &payments {
         let id = field(payment, "payment_id");
@@ -598,4 +601,89 @@ async fn wait_scanned(gateway: &Gateway, anvil: &Anvil, head: u64) {
 
 fn humantime_rfc3339(at: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn payment_events_run_through_each_endpoints_plugins_after_the_commit() {
+    let anvil = Anvil::start().await;
+    let receiver = Receiver::ok().await;
+    let plugins = tempfile::tempdir().unwrap();
+    for name in ["legacy-flat", "min-amount"] {
+        std::fs::copy(
+            support::component(name),
+            plugins.path().join(format!("{name}.wasm")),
+        )
+        .unwrap();
+    }
+    let gateway = Gateway::start(&format!(
+        "[plugins]\ndir = '{}'\n\n\
+         [payments]\nxpub = \"{ANVIL_XPUB}\"\n\n\
+         [[chains]]\nname = \"anvil\"\nchain_id = {CHAIN_ID}\nrpc_url = \"{}\"\n\
+         confirmations = {CONFIRMATIONS}\npoll_interval = \"100ms\"\nstart_block = {}\n\n\
+         [[endpoints]]\nid = \"merchant\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         event_types = [\"payment.confirmed\"]\n\n\
+         [[endpoints]]\nid = \"legacy\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         event_types = [\"payment.confirmed\"]\n\
+         [[endpoints.plugins]]\nname = \"legacy-flat\"\n\n\
+         [[endpoints]]\nid = \"big\"\nurl = \"{}\"\nsecret = \"{SECRET}\"\n\
+         event_types = [\"payment.confirmed\"]\n\
+         [[endpoints.plugins]]\nname = \"min-amount\"\nconfig = {{ default = \"10\" }}\n",
+        plugins.path().display(),
+        anvil.url,
+        anvil.head().await,
+        receiver.url("/merchant"),
+        receiver.url("/legacy"),
+        receiver.url("/big"),
+    ))
+    .await;
+    let small = create(&gateway, json!({"chain": "anvil", "amount": "1.5"})).await;
+    let large = create(&gateway, json!({"chain": "anvil", "amount": "12"})).await;
+    anvil
+        .pay(field(&small, "address"), ether(3) / U256::from(2))
+        .await;
+    anvil.pay(field(&large, "address"), ether(12)).await;
+    anvil.mine(CONFIRMATIONS).await;
+    let on = |path: &'static str, id: String| {
+        move |requests: &[Received]| {
+            requests
+                .iter()
+                .find(|request| request.path == path && request.json()["payment_id"] == id.as_str())
+                .cloned()
+        }
+    };
+    let small_id = field(&small, "payment_id").to_owned();
+    let large_id = field(&large, "payment_id").to_owned();
+    let flat = receiver
+        .wait_for(
+            WAIT,
+            "the flat body on /legacy",
+            on("/legacy", small_id.clone()),
+        )
+        .await;
+    assert_eq!(
+        flat.json(),
+        json!({"event": "payment.confirmed", "payment_id": small_id, "status": "confirmed",
+               "address": small["address"], "amount": "1.5", "chain": "anvil", "token_id": null})
+    );
+    signatures::assert_signed_by(SECRET, &flat);
+    let big = receiver
+        .wait_for(WAIT, "the large payment on /big", |requests| {
+            requests
+                .iter()
+                .find(|request| {
+                    request.path == "/big" && request.json()["data"]["payment_id"] == large_id
+                })
+                .cloned()
+        })
+        .await;
+    assert_eq!(big.json()["type"], "payment.confirmed");
+    wait_event(&receiver, &small_id, "payment.confirmed").await;
+    let dropped = receiver
+        .requests()
+        .into_iter()
+        .filter(|request| {
+            request.path == "/big" && request.json()["data"]["payment_id"] == small_id
+        })
+        .count();
+    assert_eq!(dropped, 0, "min-amount drops the 1.5 payment for /big");
 }

@@ -1,7 +1,7 @@
 //! Units of work on payments: each runs inside one writer transaction, so a payment's new
 //! state, the chain cursor and the events they raise commit together or not at all.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use alloy::primitives::{Address, B256};
@@ -150,15 +150,12 @@ impl UnitOfWork for ScanStep {
         let mut touched: BTreeMap<PaymentId, Payment> = BTreeMap::new();
         let mut raised = Vec::new();
         for observed in &self.observed {
-            let id = match txn.payment_at(&self.chain, observed.to)? {
-                Some(payment) => payment.id,
-                None => continue,
+            let Some(found) = txn.payment_at(&self.chain, observed.to)? else {
+                continue;
             };
-            if !touched.contains_key(&id) {
-                let payment = txn.payment(id)?.expect("payment_at returned this payment");
-                touched.insert(id, payment);
-            }
-            let payment = touched.get_mut(&id).expect("inserted above");
+            // A step may pay one payment several times: keep working on the same copy.
+            let id = found.id;
+            let payment = touched.entry(id).or_insert(found);
             let paid_in = payment.token.as_ref().map(|token| token.contract);
             if paid_in != observed.token {
                 tracing::debug!(payment_id = %id, tx = %observed.transfer.tx_hash,
@@ -188,19 +185,25 @@ impl UnitOfWork for ScanStep {
             head: cursor.number,
             finalized: self.finalized,
         };
+        // Payments a transfer reached are written back; the other open ones only if the
+        // chain's progress or the clock changed them.
+        let mut dirty: BTreeSet<PaymentId> = touched.keys().copied().collect();
         for payment in txn.open_payments(&self.chain)? {
             touched.entry(payment.id).or_insert(payment);
         }
         for payment in touched.values_mut() {
             for change in rules::advance(payment, tip, self.finality, now) {
                 raised.push(events::for_change(payment, &change));
+                dirty.insert(payment.id);
             }
         }
         let events = raise(txn, raised)?;
-        for payment in touched.values() {
-            txn.put_payment(payment)?;
+        for id in &dirty {
+            txn.put_payment(&touched[id])?;
         }
-        txn.put_chain_cursor(&self.chain, &cursor)?;
+        if !self.blocks.is_empty() {
+            txn.put_chain_cursor(&self.chain, &cursor)?;
+        }
         Ok(Scanned::Applied { events })
     }
 }
