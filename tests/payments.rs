@@ -687,3 +687,109 @@ async fn payment_events_run_through_each_endpoints_plugins_after_the_commit() {
         .count();
     assert_eq!(dropped, 0, "min-amount drops the 1.5 payment for /big");
 }
+
+#[tokio::test]
+async fn with_use_finalized_a_payment_confirms_at_the_finalized_block_not_at_a_depth() {
+    // anvil reports `finalized` 64 blocks below its head.
+    let anvil = Anvil::start().await;
+    let receiver = Receiver::ok().await;
+    let gateway = gateway_with(
+        &anvil.url,
+        anvil.head().await,
+        None,
+        &receiver,
+        "use_finalized = true",
+    )
+    .await;
+    let payment = create(&gateway, json!({"chain": "anvil", "amount": "1"})).await;
+    let id = field(&payment, "payment_id");
+    let sent = anvil.pay(field(&payment, "address"), ether(1)).await;
+    wait_event(&receiver, id, "payment.detected").await;
+    anvil.mine(62).await;
+    // Far deeper than `confirmations`, still above the finalized block (the probe's own
+    // transaction is block sent + 63, so finalized is sent - 1).
+    wait_scanned(&gateway, &anvil, sent.block + 62).await;
+    assert_eq!(payment_status(&gateway, id).await, "detected");
+    anvil.mine(1).await;
+    let confirmed = wait_event(&receiver, id, "payment.confirmed").await;
+    assert!(
+        confirmed["confirmations"].as_u64().unwrap() > 64,
+        "{confirmed:#}"
+    );
+}
+
+#[tokio::test]
+async fn a_reorg_deeper_than_the_stored_hash_window_stops_the_scanner_loudly() {
+    let anvil = Anvil::start().await;
+    let receiver = Receiver::ok().await;
+    let gateway = gateway(&anvil.url, anvil.head().await, None, &receiver).await;
+    let payment = create(&gateway, json!({"chain": "anvil", "amount": "1"})).await;
+    let id = field(&payment, "payment_id");
+    anvil.mine(200).await;
+    wait_scanned(&gateway, &anvil, 200).await;
+    anvil.reorg(150, &[]).await;
+    let log = poll_until(
+        WAIT,
+        "the scanner to stop",
+        || async { gateway.log_tail() },
+        |log| log.contains("scanner stopped"),
+    )
+    .await;
+    assert!(
+        log.contains("reorg deeper than the 128 stored block hashes"),
+        "{log}"
+    );
+    // The gateway itself stays up and answers.
+    assert_eq!(payment_status(&gateway, id).await, "pending");
+}
+
+#[tokio::test]
+async fn the_payment_cli_creates_shows_and_lists_through_a_running_gateway() {
+    let anvil = Anvil::start().await;
+    let receiver = Receiver::ok().await;
+    let gateway = gateway(&anvil.url, anvil.head().await, None, &receiver).await;
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("payment")
+            .args(args)
+            .env("HOOKGATE_API", &gateway.base_url)
+            .env("HOOKGATE_ADMIN_TOKEN", support::ADMIN_TOKEN)
+            .output()
+            .expect("running hookgate payment");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&[
+        "create",
+        "--chain",
+        "anvil",
+        "--amount",
+        "2.25",
+        "--metadata",
+        r#"{"order":"B-2"}"#,
+    ]);
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let id = field(&created, "payment_id");
+    assert_eq!(created["amount"], "2.25");
+    assert_eq!(created["metadata"], json!({"order": "B-2"}));
+    let (ok, out, err) = cli(&["get", id]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["status"],
+        "pending"
+    );
+    let (ok, out, err) = cli(&["list", "--status", "pending"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["payments"][0]["payment_id"], id);
+    let (ok, _, err) = cli(&["create", "--chain", "anvil", "--amount=-1"]);
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("amount:"), "{err}");
+    let (ok, _, err) = cli(&["get", "pay_0190000000007000800000000000abcd"]);
+    assert!(!ok);
+    assert!(err.contains("404"), "{err}");
+}
