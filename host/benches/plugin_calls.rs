@@ -104,14 +104,23 @@ fn load_times(runs: usize) {
     let cache = tempfile::tempdir().unwrap();
     let mut compiled = Vec::new();
     let mut cached = Vec::new();
+    let key = hookgate::plugins::cache::CacheKey::random();
     for _ in 0..runs {
         let _ = std::fs::remove_dir_all(cache.path());
-        let runtime = PluginRuntime::new(Limits::default(), Some(cache.path().to_owned())).unwrap();
+        let runtime = PluginRuntime::new(
+            Limits::default(),
+            Some((cache.path().to_owned(), key.clone())),
+        )
+        .unwrap();
         let started = Instant::now();
         let plugin = LoadedPlugin::load(&runtime, "slack", &bytes).unwrap();
         compiled.push(started.elapsed());
         assert!(!plugin.from_cache);
-        let runtime = PluginRuntime::new(Limits::default(), Some(cache.path().to_owned())).unwrap();
+        let runtime = PluginRuntime::new(
+            Limits::default(),
+            Some((cache.path().to_owned(), key.clone())),
+        )
+        .unwrap();
         let started = Instant::now();
         let plugin = LoadedPlugin::load(&runtime, "slack", &bytes).unwrap();
         cached.push(started.elapsed());

@@ -182,6 +182,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Bearer token for `/v1`. Required: there is no built-in default.
     pub admin_token: Option<Secret>,
+    /// A connection must send a whole request head within this.
+    #[serde(default = "default_header_read_timeout", with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this.
+    #[serde(default = "default_body_timeout", with = "duration_text")]
+    pub body_timeout: Duration,
+    /// Connections served at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -189,8 +198,23 @@ impl Default for ServerConfig {
         Self {
             listen: default_listen(),
             admin_token: None,
+            header_read_timeout: default_header_read_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
         }
     }
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_listen() -> SocketAddr {
@@ -305,6 +329,9 @@ pub struct PluginsConfig {
     /// CPU time one call may take before it is interrupted.
     #[serde(default = "default_plugin_time_limit", with = "duration_text")]
     pub time_limit: Duration,
+    /// Wall-clock time one call may take, whatever it does (waiting in a host call uses no CPU).
+    #[serde(default = "default_plugin_wall_limit", with = "duration_text")]
+    pub wall_time_limit: Duration,
     /// Linear memory one plugin instance may grow to, in MiB.
     #[serde(default = "default_plugin_memory_mib")]
     pub memory_limit_mib: usize,
@@ -319,6 +346,7 @@ impl Default for PluginsConfig {
             dir: None,
             cache_dir: None,
             time_limit: default_plugin_time_limit(),
+            wall_time_limit: default_plugin_wall_limit(),
             memory_limit_mib: default_plugin_memory_mib(),
             output_limit_kib: default_plugin_output_kib(),
         }
@@ -327,6 +355,10 @@ impl Default for PluginsConfig {
 
 fn default_plugin_time_limit() -> Duration {
     Duration::from_millis(10)
+}
+
+fn default_plugin_wall_limit() -> Duration {
+    Duration::from_millis(50)
 }
 
 fn default_plugin_memory_mib() -> usize {
@@ -491,13 +523,24 @@ impl Config {
             }
             Some(_) => {}
         }
+        if self.server.header_read_timeout.is_zero()
+            || self.server.body_timeout.is_zero()
+            || self.server.max_connections == 0
+        {
+            return invalid(
+                "server: header_read_timeout, body_timeout and max_connections must be above zero"
+                    .to_owned(),
+            );
+        }
         let plugins = &self.plugins;
         if plugins.time_limit.is_zero()
+            || plugins.wall_time_limit.is_zero()
             || plugins.memory_limit_mib == 0
             || plugins.output_limit_kib == 0
         {
             return invalid(
-                "plugins: time_limit, memory_limit_mib and output_limit_kib must be above zero"
+                "plugins: time_limit, wall_time_limit, memory_limit_mib and output_limit_kib must \
+                 be above zero"
                     .to_owned(),
             );
         }
@@ -527,6 +570,14 @@ impl Config {
                 return invalid(format!(
                     "{at}: url `{}` is not an http(s) URL: {reason}",
                     endpoint.url
+                ));
+            }
+            if url::Url::parse(&endpoint.url)
+                .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
+            {
+                return invalid(format!(
+                    "{at}: url must not carry a user name or password (it would show in logs and \
+                     the API); authenticate the receiver with the signature or a plugin header"
                 ));
             }
             endpoint
@@ -857,6 +908,20 @@ mod tests {
             err.to_string().contains("`soon` is not a duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn endpoint_urls_with_credentials_are_refused_without_echoing_them() {
+        let text = MINIMAL.replace(
+            "http://127.0.0.1:9000/hook",
+            "http://merchant:hunter2@127.0.0.1:9000/hook",
+        );
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("must not carry a user name or password"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     #[test]

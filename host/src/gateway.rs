@@ -14,6 +14,7 @@ use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriptions};
 use crate::events::{self, PublishRequest};
 use crate::ids::DeliveryId;
 use crate::payments::{self, CreateError, CreateRequest, Created, Payments};
+use crate::plugins::cache::CacheKey;
 use crate::plugins::watcher::Watcher;
 use crate::plugins::{ChainOutcome, Limits, PluginError, PluginRegistry, PluginRuntime};
 use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome};
@@ -74,9 +75,11 @@ impl Gateway {
         // Loading runs plugin code (smoke tests); WASI's blocking shims must not run on an
         // async worker thread, so plugins are loaded on a blocking thread.
         let plugins_config = config.clone();
-        let plugins = tokio::task::spawn_blocking(move || start_plugins(&plugins_config))
-            .await
-            .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
+        let cache_key = CacheKey::new(store.plugin_cache_key()?);
+        let plugins =
+            tokio::task::spawn_blocking(move || start_plugins(&plugins_config, cache_key))
+                .await
+                .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
         let disabled: HashMap<String, Option<String>> = store
             .endpoint_states()?
             .into_iter()
@@ -233,16 +236,19 @@ pub enum ReplayError {
 }
 
 /// Builds the plugin runtime, loads the plugins directory and starts watching it.
-fn start_plugins(config: &Config) -> Result<Arc<PluginRegistry>, StartError> {
-    let cache_dir = config.plugins.cache_dir.clone().or_else(|| {
+fn start_plugins(config: &Config, cache_key: CacheKey) -> Result<Arc<PluginRegistry>, StartError> {
+    let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
         let parent = config
             .store
             .path
             .parent()
             .unwrap_or(std::path::Path::new(""));
-        Some(parent.join("plugin-cache"))
+        parent.join("plugin-cache")
     });
-    let runtime = PluginRuntime::new(Limits::from_config(&config.plugins), cache_dir)?;
+    let runtime = PluginRuntime::new(
+        Limits::from_config(&config.plugins),
+        Some((cache_dir, cache_key)),
+    )?;
     let registry = Arc::new(PluginRegistry::new(runtime));
     if let Some(dir) = &config.plugins.dir {
         let mut watcher = Watcher::new(registry.clone(), dir.clone());

@@ -175,10 +175,12 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
         writeln!(stdout, "hookgate: admin API listening on http://{address}")?;
         stdout.flush()?;
         drop(stdout);
-        axum::serve(listener, hookgate::admin::router(gateway, token))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the admin API stopped")?;
+        let limits = hookgate::admin::ListenerLimits {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+        };
+        let router = hookgate::admin::router(gateway, token, config.server.body_timeout);
+        hookgate::admin::serve(listener, router, limits, shutdown_signal()).await;
         tracing::info!("shut down; pending deliveries resume at the next start");
         Ok(())
     })

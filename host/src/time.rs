@@ -13,9 +13,13 @@ pub fn now_millis() -> UnixMillis {
         .unwrap_or(0)
 }
 
-/// Formats unix milliseconds as RFC 3339 with second precision (`2026-11-22T10:00:00Z`).
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z), in unix milliseconds.
+const LAST_RFC3339_MILLIS: UnixMillis = 253_402_300_799_999;
+
+/// Formats unix milliseconds as RFC 3339 with second precision (`2026-11-22T10:00:00Z`);
+/// times past year 9999 (a saturated "never") print as its last second.
 pub fn rfc3339(millis: UnixMillis) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(millis);
+    let at = UNIX_EPOCH + Duration::from_millis(millis.min(LAST_RFC3339_MILLIS));
     humantime::format_rfc3339_seconds(at).to_string()
 }
 

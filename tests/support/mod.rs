@@ -112,11 +112,20 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra environment variables for the process.
     pub async fn start_with_env(sections: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch("", sections, env).await
+    }
+
+    /// Like [`Gateway::start`], with extra `[server]` settings (`key = value` lines).
+    pub async fn start_with_server(server: &str, sections: &str) -> Self {
+        Self::launch(server, sections, &[]).await
+    }
+
+    async fn launch(server: &str, sections: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let config_path = dir.path().join("hookgate.toml");
         let store_path = dir.path().join("hookgate.redb");
         let config = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{server}\n\n\
              [store]\npath = '{}'\n\n{sections}",
             store_path.display()
         );

@@ -8,23 +8,30 @@ mod deliveries;
 mod endpoints;
 mod error;
 mod events;
+mod listener;
 mod payments;
 mod plugins;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::gateway::Gateway;
 use crate::signing::Secret;
 
 pub use error::ApiError;
+pub use listener::{ListenerLimits, serve};
 
 /// Largest request body accepted (a full batch of events fits comfortably).
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -37,7 +44,7 @@ pub struct ApiState {
 }
 
 /// The API's routes, ready to serve.
-pub fn router(gateway: Arc<Gateway>, token: Secret) -> Router {
+pub fn router(gateway: Arc<Gateway>, token: Secret, body_timeout: Duration) -> Router {
     let state = ApiState {
         gateway,
         token: Arc::new(token),
@@ -53,6 +60,9 @@ pub fn router(gateway: Arc<Gateway>, token: Secret) -> Router {
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::show))
+        // Inner to the token check: no body byte is read (and no `100 Continue` sent) for a
+        // request that is not authenticated.
+        .route_layer(middleware::from_fn_with_state(body_timeout, read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
         .fallback(unknown_route)
@@ -67,12 +77,49 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let expected = state.token.expose().as_bytes();
-    if bool::from(presented.as_bytes().ct_eq(expected)) {
+    // Digests have one length whatever the token's, so the compare leaks neither the token's
+    // length nor how much of it matched.
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(state.token.expose().as_bytes());
+    if bool::from(presented.as_slice().ct_eq(expected.as_slice())) {
         next.run(request).await
     } else {
         ApiError::unauthorized().into_response()
     }
+}
+
+/// Reads the whole body within `body_timeout` (a client that trickles it is cut off with
+/// 408) and hands the handler a buffered body.
+async fn read_body(State(body_timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let bytes =
+        match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                let too_large = std::error::Error::source(&err)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                return if too_large {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("the request body is over {} MiB", BODY_LIMIT >> 20),
+                    )
+                } else {
+                    ApiError::invalid_body(format!("the request body could not be read: {err}"))
+                }
+                .into_response();
+            }
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!("the request body did not arrive within {body_timeout:?}"),
+                )
+                .into_response();
+            }
+        };
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 async fn health() -> axum::Json<serde_json::Value> {

@@ -86,8 +86,10 @@ impl RetryPolicy {
             Some(asked) => asked.min(self.max_retry_after),
             None => self.jittered(*scheduled, random),
         };
+        // Saturating: a receiver's absurd Retry-After must not overflow the clock.
+        let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         Decision::Retry {
-            at: now + delay.as_millis() as u64,
+            at: now.saturating_add(delay),
         }
     }
 
@@ -125,6 +127,23 @@ mod tests {
             status: code,
             retry_after: None,
         }
+    }
+
+    #[test]
+    fn a_huge_retry_after_saturates_instead_of_overflowing() {
+        let policy = RetryPolicy {
+            max_retry_after: Duration::MAX,
+            ..policy(0.0)
+        };
+        let result = AttemptResult::Response {
+            status: 503,
+            retry_after: parse_retry_after("18446744073709551615", SystemTime::now()),
+        };
+        assert_eq!(
+            policy.decide(&result, 1, 1_795_000_000_000, 0.5),
+            Decision::Retry { at: u64::MAX }
+        );
+        assert!(crate::time::rfc3339(u64::MAX).starts_with("9999-12-31T23:59:59"));
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn run(
             }
             Ok(StepOutcome::Keep(outgoing)) => {
                 rendered.body = Bytes::from(outgoing.body);
-                rendered.content_type = outgoing.content_type;
+                // Validated trimmed; stored and sent as the same trimmed value.
+                rendered.content_type = outgoing.content_type.trim().to_owned();
                 rendered.headers.extend(outgoing.headers);
                 rendered.plugins.push(plugin.reference.to_string());
             }

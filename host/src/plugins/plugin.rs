@@ -15,8 +15,8 @@ use wasmtime::component::Component;
 use wasmtime::{Store, Trap};
 
 use crate::plugins::runtime::{
-    Event, HostState, Limits, Outgoing, PluginRuntime, STDIO_CAPACITY, WebhookPlugin,
-    WebhookPluginPre, thread_cpu_time,
+    CALL_DEADLINE_TICKS, Event, HostState, Limits, LogBudget, Outgoing, PluginRuntime,
+    STDIO_CAPACITY, WebhookPlugin, WebhookPluginPre, thread_cpu_time,
 };
 
 /// Calls one instance serves before it is replaced by a fresh one.
@@ -28,15 +28,34 @@ const MAX_IDLE_PER_SCOPE: usize = 4;
 /// Extra headers a transform may add; more is refused.
 const MAX_EXTRA_HEADERS: usize = 32;
 
-/// Headers the host sets itself; a plugin may not set or override them.
+/// Longest value of one extra header.
+const MAX_HEADER_VALUE: usize = 8 * 1024;
+
+/// Headers a plugin may not set: the host sets them (content type, framing, signatures) or
+/// they are hop-by-hop and would change how the request travels rather than what it says.
 const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "host",
     "content-type",
     "content-length",
     "transfer-encoding",
-    "connection",
-    "host",
+    "content-encoding",
     "user-agent",
 ];
+
+/// Whether a plugin may not set header `name` (any case).
+fn is_reserved_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str())
+        || lower.starts_with("proxy-")
+        || lower.starts_with("webhook-")
+        || lower.starts_with("x-webhook-")
+}
 
 /// Why a plugin could not be loaded or a call failed. Messages are meant for operators.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -130,9 +149,9 @@ impl LoadedPlugin {
     /// An error the plugin returns itself (e.g. "missing config") is fine.
     pub fn smoke_test(&self) -> Result<(), PluginError> {
         let event = sample_event();
-        let result = self.with_instance("smoke-test", |bindings, store| {
-            let filtered = bindings.call_filter(&mut *store, &event, "{}")?;
-            let transformed = bindings.call_transform(&mut *store, &event, "{}")?;
+        let result = self.with_instance("smoke-test", async |bindings, store| {
+            let filtered = bindings.call_filter(&mut *store, &event, "{}").await?;
+            let transformed = bindings.call_transform(&mut *store, &event, "{}").await?;
             Ok((filtered, transformed))
         });
         let (_, transformed) = result?;
@@ -149,12 +168,12 @@ impl LoadedPlugin {
         event: &Event,
         config: &str,
     ) -> Result<StepOutcome, PluginError> {
-        let (keep, outgoing) = self.with_instance(scope, |bindings, store| {
-            let keep = bindings.call_filter(&mut *store, event, config)?;
+        let (keep, outgoing) = self.with_instance(scope, async |bindings, store| {
+            let keep = bindings.call_filter(&mut *store, event, config).await?;
             if keep != Ok(true) {
                 return Ok((keep, None));
             }
-            let outgoing = bindings.call_transform(&mut *store, event, config)?;
+            let outgoing = bindings.call_transform(&mut *store, event, config).await?;
             Ok((keep, Some(outgoing)))
         })?;
         match (keep.map_err(PluginError::Rejected)?, outgoing) {
@@ -169,8 +188,8 @@ impl LoadedPlugin {
 
     /// Only the filter, for `plugin run`.
     pub fn filter(&self, scope: &str, event: &Event, config: &str) -> Result<bool, PluginError> {
-        self.with_instance(scope, |bindings, store| {
-            bindings.call_filter(store, event, config)
+        self.with_instance(scope, async |bindings, store| {
+            bindings.call_filter(store, event, config).await
         })?
         .map_err(PluginError::Rejected)
     }
@@ -183,47 +202,70 @@ impl LoadedPlugin {
         config: &str,
     ) -> Result<Outgoing, PluginError> {
         let outgoing = self
-            .with_instance(scope, |bindings, store| {
-                bindings.call_transform(store, event, config)
+            .with_instance(scope, async |bindings, store| {
+                bindings.call_transform(store, event, config).await
             })?
             .map_err(PluginError::Rejected)?;
         validate_outgoing(&outgoing, &self.runtime.limits())?;
         Ok(outgoing)
     }
 
+    /// Runs `call` on a warm (or fresh) instance of `scope`, within the CPU and wall-clock
+    /// limits. An instance that failed or ran out of time is dropped, never reused.
     fn with_instance<R>(
         &self,
         scope: &str,
-        call: impl FnOnce(&WebhookPlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&WebhookPlugin, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         let limits = self.runtime.limits();
-        let mut warm = match self.take_warm(scope) {
-            Some(warm) => warm,
-            None => self.instantiate(&limits)?,
-        };
-        warm.store.data_mut().call_cpu_start = thread_cpu_time();
-        warm.store.set_epoch_deadline(limits.deadline_ticks());
-        let result = call(&warm.bindings, &mut warm.store);
-        let stdio_used = log_stdio(&mut warm.store);
-        match result {
-            Ok(value) => {
-                warm.calls += 1;
-                if warm.calls < MAX_CALLS_PER_INSTANCE && stdio_used < STDIO_CAPACITY / 2 {
-                    self.put_warm(scope, warm);
-                }
-                Ok(value)
+        bounded(limits.wall, async {
+            let mut warm = match self.take_warm(scope) {
+                Some(warm) => warm,
+                None => self.instantiate(&limits).await?,
+            };
+            let state = warm.store.data_mut();
+            state.call_cpu_start = thread_cpu_time();
+            state.log_budget = LogBudget::fresh();
+            warm.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
+            let result = call(&warm.bindings, &mut warm.store).await;
+            let stdio_used = log_stdio(&mut warm.store);
+            let budget = warm.store.data().log_budget;
+            if budget.dropped_lines > 0 {
+                tracing::warn!(
+                    plugin = &*self.reference,
+                    lines = budget.dropped_lines,
+                    bytes = budget.dropped_bytes,
+                    "plugin logged past its per-call budget; the rest was dropped"
+                );
             }
-            Err(err) => Err(PluginError::Call(describe_failure(&err, &limits))),
-        }
+            match result {
+                Ok(value) => {
+                    warm.calls += 1;
+                    if warm.calls < MAX_CALLS_PER_INSTANCE && stdio_used < STDIO_CAPACITY / 2 {
+                        self.put_warm(scope, warm);
+                    }
+                    Ok(value)
+                }
+                Err(err) => Err(PluginError::Call(describe_failure(&err, &limits))),
+            }
+        })
+        .unwrap_or_else(|| {
+            Err(PluginError::Call(format!(
+                "exceeded its wall-clock limit ({:?}) and was stopped (blocked in a host call \
+                 such as a sleep, or starved of CPU); the instance is discarded",
+                limits.wall
+            )))
+        })
     }
 
-    fn instantiate(&self, limits: &Limits) -> Result<Warm, PluginError> {
+    async fn instantiate(&self, limits: &Limits) -> Result<Warm, PluginError> {
         let mut store = self.runtime.new_store(self.reference.clone());
         store.data_mut().call_cpu_start = thread_cpu_time();
-        store.set_epoch_deadline(limits.deadline_ticks());
+        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
         let bindings = self
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|err| PluginError::Call(describe_failure(&err, limits)))?;
         Ok(Warm {
             store,
@@ -264,6 +306,28 @@ fn describe(component: &Component, runtime: &PluginRuntime) -> (Vec<String>, Vec
     (imports, exports)
 }
 
+/// Runs `call` to completion on this thread's plugin executor, or gives up after `wall`
+/// (`None`): dropping the future cancels the call wherever it is, in wasm or in a host call.
+///
+/// Each calling thread has its own single-threaded executor, so a call never moves between
+/// threads and the CPU limit can read the thread's CPU clock; the epoch callback yields to the
+/// executor every tick, which is when the wall-clock deadline is checked.
+fn bounded<T>(wall: std::time::Duration, call: impl std::future::Future<Output = T>) -> Option<T> {
+    thread_local! {
+        static EXECUTOR: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread tokio runtime for plugin calls");
+    }
+    // The timeout is made inside `block_on`, so its timer is this executor's, whatever runtime
+    // (if any) the calling thread belongs to.
+    EXECUTOR.with(|executor| {
+        executor
+            .block_on(async { tokio::time::timeout(wall, call).await })
+            .ok()
+    })
+}
+
 /// Logs what the plugin wrote to stdout/stderr since the last call; returns the bytes used.
 fn log_stdio(store: &mut Store<HostState>) -> usize {
     let state = store.data_mut();
@@ -276,7 +340,9 @@ fn log_stdio(store: &mut Store<HostState>) -> usize {
         if text.len() > *logged {
             let fresh = String::from_utf8_lossy(&text[*logged..]);
             for line in fresh.lines().filter(|line| !line.trim().is_empty()) {
-                tracing::info!(plugin = &*plugin, stream, "{line}");
+                if let Some(line) = state.log_budget.admit(line) {
+                    tracing::info!(plugin = &*plugin, stream, "{line}");
+                }
             }
             *logged = text.len();
         }
@@ -318,13 +384,26 @@ fn first_line(text: &str) -> String {
         .collect()
 }
 
-/// Refuses output the host cannot send as promised.
+/// Refuses output the host cannot send as promised. Everything a plugin returns counts toward
+/// the output limit: body, content type, and every header name and value.
 pub fn validate_outgoing(outgoing: &Outgoing, limits: &Limits) -> Result<(), PluginError> {
     let refuse = |message: String| Err(PluginError::Call(message));
-    if outgoing.body.len() > limits.output_bytes {
+    if outgoing.headers.len() > MAX_EXTRA_HEADERS {
         return refuse(format!(
-            "returned a {} byte body, over the {} KiB output limit",
-            outgoing.body.len(),
+            "returned {} extra headers; at most {MAX_EXTRA_HEADERS} are allowed",
+            outgoing.headers.len()
+        ));
+    }
+    let size = outgoing.body.len()
+        + outgoing.content_type.len()
+        + outgoing
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum::<usize>();
+    if size > limits.output_bytes {
+        return refuse(format!(
+            "returned {size} bytes (body, content type and headers), over the {} KiB output limit",
             limits.output_bytes >> 10
         ));
     }
@@ -332,7 +411,11 @@ pub fn validate_outgoing(outgoing: &Outgoing, limits: &Limits) -> Result<(), Plu
     if content_type.is_empty() || hyper::header::HeaderValue::from_str(content_type).is_err() {
         return refuse(format!(
             "returned an invalid content type `{}`",
-            outgoing.content_type.chars().take(80).collect::<String>()
+            outgoing
+                .content_type
+                .escape_debug()
+                .take(80)
+                .collect::<String>()
         ));
     }
     if is_json(content_type)
@@ -342,26 +425,24 @@ pub fn validate_outgoing(outgoing: &Outgoing, limits: &Limits) -> Result<(), Plu
             "returned a body that is not valid JSON although its content type is `{content_type}`"
         ));
     }
-    if outgoing.headers.len() > MAX_EXTRA_HEADERS {
-        return refuse(format!(
-            "returned {} extra headers; at most {MAX_EXTRA_HEADERS} are allowed",
-            outgoing.headers.len()
-        ));
-    }
     for (name, value) in &outgoing.headers {
-        let lower = name.to_ascii_lowercase();
-        if RESERVED_HEADERS.contains(&lower.as_str())
-            || lower.starts_with("webhook-")
-            || lower.starts_with("x-webhook-signature")
-        {
+        let shown: String = name.escape_debug().take(80).collect();
+        if is_reserved_header(name) {
             return refuse(format!(
-                "may not set the `{name}` header: the host sets it (signatures, framing)"
+                "may not set the `{shown}` header: the host sets it (content type, framing, \
+                 signatures) or it is hop-by-hop"
+            ));
+        }
+        if value.len() > MAX_HEADER_VALUE {
+            return refuse(format!(
+                "returned a {} byte value for header `{shown}`; at most {MAX_HEADER_VALUE} bytes",
+                value.len()
             ));
         }
         if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err()
             || hyper::header::HeaderValue::from_str(value).is_err()
         {
-            return refuse(format!("returned an invalid header `{name}`"));
+            return refuse(format!("returned an invalid header `{shown}`"));
         }
     }
     Ok(())
@@ -459,12 +540,55 @@ mod tests {
     }
 
     #[test]
-    fn plugins_cannot_set_signature_or_framing_headers() {
+    fn headers_count_toward_the_output_limit_and_are_bounded_in_number_and_size() {
+        let limits = Limits {
+            output_bytes: 64,
+            ..Limits::default()
+        };
+        let big = "v".repeat(40);
+        let err = validate_outgoing(
+            &outgoing(b"{}", "application/json", &[("x-a", &big), ("x-b", &big)]),
+            &limits,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("output limit"), "{err}");
+        let many: Vec<(String, String)> = (0..33)
+            .map(|i| (format!("x-h{i}"), "1".to_owned()))
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let err = validate_outgoing(
+            &outgoing(b"{}", "application/json", &many),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at most 32"), "{err}");
+        let long = "v".repeat(MAX_HEADER_VALUE + 1);
+        let err = validate_outgoing(
+            &outgoing(b"{}", "application/json", &[("x-long", &long)]),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("at most 8192 bytes"), "{err}");
+    }
+
+    #[test]
+    fn plugins_cannot_set_signature_framing_or_hop_by_hop_headers() {
         for name in [
             "webhook-signature",
+            "Webhook-Id",
             "X-Webhook-Signature",
+            "x-webhook-anything",
             "content-length",
+            "Content-Encoding",
             "Host",
+            "Connection",
+            "Keep-Alive",
+            "TE",
+            "Trailer",
+            "Upgrade",
+            "Proxy-Authorization",
+            "Expect",
+            "Transfer-Encoding",
         ] {
             let err = validate_outgoing(
                 &outgoing(b"{}", "application/json", &[(name, "x")]),

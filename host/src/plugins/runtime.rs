@@ -3,11 +3,14 @@
 //! * **Compile once, instantiate cheaply**: the pooling allocator keeps instance slots and
 //!   copy-on-write memory images ready, so a fresh instance costs microseconds.
 //! * **CPU**: epoch interruption, checked against the thread's CPU clock. A ticker thread bumps
-//!   the engine's epoch every millisecond; each call gets a deadline of `time_limit` in ticks.
-//!   When it passes, a callback reads the calling thread's CPU time: a call that really used
-//!   its budget traps, one that was merely descheduled on a busy machine gets the rest of its
-//!   budget. Wall-clock deadlines alone fail healthy plugins under load; fuel would make every
+//!   the engine's epoch every millisecond; at every tick a callback reads the calling thread's
+//!   CPU time: a call that really used its `time_limit` traps, one that was merely descheduled
+//!   on a busy machine goes on. Wall-clock deadlines alone fail healthy plugins under load; fuel would make every
 //!   wasm instruction pay for the check.
+//! * **Wall clock**: calls are async (wasmtime's async support) and run under a timeout on the
+//!   calling thread's own executor; the epoch callback yields every tick, and a WASI host call
+//!   (a sleep, a poll) is an await point, so a call that blocks without using CPU is cancelled
+//!   at `wall_time_limit` all the same, and its instance discarded.
 //! * **Memory**: a `StoreLimits` cap per instance that traps on growth past it.
 //! * **Capabilities**: the world's only import is logging. Components built for WASI p2 get
 //!   wasmtime-wasi with an empty context: no preopened directories, no environment, no
@@ -25,19 +28,74 @@ use wasmtime::{
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::plugins::cache::ComponentCache;
+use crate::plugins::cache::{CacheKey, ComponentCache};
 use crate::plugins::plugin::PluginError;
 
 wasmtime::component::bindgen!({
     world: "webhook-plugin",
     path: "../wit",
+    imports: { default: async },
+    exports: { default: async },
 });
 
 /// How often the epoch advances: the granularity of the CPU limit.
 const TICK: Duration = Duration::from_millis(1);
 
+/// The epoch deadline at the start of a call: the next tick. From then on the callback checks
+/// the CPU clock, and yields for the wall-clock check, every tick.
+pub(crate) const CALL_DEADLINE_TICKS: u64 = 1;
+
 /// Bytes a plugin may write to stdout or stderr over one instance's life.
 pub const STDIO_CAPACITY: usize = 64 * 1024;
+
+/// Bytes of log text one call may write (host `log` calls and stdout/stderr together).
+pub const LOG_BUDGET: usize = 64 * 1024;
+
+/// What one call may still log, and what it tried to log past that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogBudget {
+    left: usize,
+    pub(crate) dropped_lines: usize,
+    pub(crate) dropped_bytes: usize,
+}
+
+impl LogBudget {
+    pub(crate) fn fresh() -> Self {
+        Self {
+            left: LOG_BUDGET,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+
+    /// The line as it may be logged (control characters escaped, so it cannot forge another
+    /// log line or drive a terminal), or `None` once the call's budget is spent.
+    pub(crate) fn admit(&mut self, line: &str) -> Option<String> {
+        // Escaping only lengthens a line: one already too long is dropped without the work.
+        let escaped = (line.len() <= self.left).then(|| escape_controls(line));
+        let Some(escaped) = escaped.filter(|escaped| escaped.len() <= self.left) else {
+            self.left = 0;
+            self.dropped_lines += 1;
+            self.dropped_bytes += line.len();
+            return None;
+        };
+        self.left -= escaped.len();
+        Some(escaped)
+    }
+}
+
+/// `text` with every control character (CR, LF, ESC, …) written as an escape like `\n`.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
 
 /// Instance slots in the pooling allocator (warm and in-flight instances together).
 const INSTANCE_SLOTS: u32 = 1000;
@@ -45,7 +103,10 @@ const INSTANCE_SLOTS: u32 = 1000;
 /// What one call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
+    /// CPU time, on the calling thread's clock.
     pub time: Duration,
+    /// Wall-clock time, whatever the plugin does (a call blocked in a host call uses no CPU).
+    pub wall: Duration,
     pub memory_bytes: usize,
     pub output_bytes: usize,
 }
@@ -54,6 +115,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             time: Duration::from_millis(10),
+            wall: Duration::from_millis(50),
             memory_bytes: 16 << 20,
             output_bytes: 256 << 10,
         }
@@ -65,14 +127,10 @@ impl Limits {
     pub fn from_config(config: &crate::config::PluginsConfig) -> Self {
         Self {
             time: config.time_limit,
+            wall: config.wall_time_limit,
             memory_bytes: config.memory_limit_mib << 20,
             output_bytes: config.output_limit_kib << 10,
         }
-    }
-
-    /// The epoch deadline for one call, in ticks: never shorter than the limit.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.time.as_micros().div_ceil(TICK.as_micros()) as u64) + 1
     }
 }
 
@@ -89,6 +147,8 @@ pub struct HostState {
     pub(crate) logged: (usize, usize),
     /// The calling thread's CPU time when the current call began.
     pub(crate) call_cpu_start: Duration,
+    /// What the current call may still log.
+    pub(crate) log_budget: LogBudget,
     cpu_limit: Duration,
 }
 
@@ -104,8 +164,11 @@ impl WasiView for HostState {
 impl self::hookgate::plugin::types::Host for HostState {}
 
 impl self::hookgate::plugin::log::Host for HostState {
-    fn log(&mut self, level: self::hookgate::plugin::log::Level, message: String) {
+    async fn log(&mut self, level: self::hookgate::plugin::log::Level, message: String) {
         use self::hookgate::plugin::log::Level;
+        let Some(message) = self.log_budget.admit(&message) else {
+            return;
+        };
         let plugin = &*self.plugin_ref;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),
@@ -128,8 +191,12 @@ pub struct PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// Builds the engine and starts its epoch ticker. `cache_dir` enables the compile cache.
-    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Arc<Self>, PluginError> {
+    /// Builds the engine and starts its epoch ticker. `cache` (a directory and the key that
+    /// authenticates its files) enables the compile cache.
+    pub fn new(
+        limits: Limits,
+        cache: Option<(PathBuf, CacheKey)>,
+    ) -> Result<Arc<Self>, PluginError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(INSTANCE_SLOTS)
             .total_core_instances(INSTANCE_SLOTS * 4)
@@ -144,14 +211,14 @@ impl PluginRuntime {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(PluginError::engine)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(PluginError::engine)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(PluginError::engine)?;
         WebhookPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(PluginError::engine)?;
         let ticker = Arc::new(());
         spawn_ticker(engine.clone(), Arc::downgrade(&ticker)).map_err(|err| {
             PluginError::Engine(format!("cannot start the epoch ticker thread: {err}"))
         })?;
-        let cache = cache_dir.map(|dir| ComponentCache::new(dir, &engine));
+        let cache = cache.map(|(dir, key)| ComponentCache::new(dir, &engine, key));
         Ok(Arc::new(Self {
             engine,
             linker,
@@ -207,6 +274,7 @@ impl PluginRuntime {
                 stderr,
                 logged: (0, 0),
                 call_cpu_start: thread_cpu_time(),
+                log_budget: LogBudget::fresh(),
                 cpu_limit: self.limits.time,
             },
         );
@@ -217,10 +285,9 @@ impl PluginRuntime {
             if used >= state.cpu_limit {
                 return Ok(UpdateDeadline::Interrupt);
             }
-            let left = state.cpu_limit - used;
-            Ok(UpdateDeadline::Continue(
-                left.as_micros().div_ceil(TICK.as_micros()) as u64 + 1,
-            ))
+            // Back to the executor every tick: that is where the wall-clock deadline is
+            // checked (see `plugin::bounded`), and the CPU clock is read again next tick.
+            Ok(UpdateDeadline::Yield(1))
         });
         store
     }
@@ -252,4 +319,29 @@ fn spawn_ticker(engine: Engine, alive: Weak<()>) -> std::io::Result<()> {
             }
         })
         .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_so_a_message_stays_one_line() {
+        let forged = "ok\n2026-11-23T00:00:00Z  INFO hookgate: admin token is X\r\u{1b}[2J";
+        let escaped = escape_controls(forged);
+        assert!(!escaped.chars().any(char::is_control), "{escaped}");
+        assert!(escaped.contains("ok\\n2026"), "{escaped}");
+        assert!(escaped.contains("\\u{1b}[2J"), "{escaped}");
+        assert_eq!(escape_controls("plain – ünïcode"), "plain – ünïcode");
+    }
+
+    #[test]
+    fn a_call_logs_at_most_its_budget_and_counts_the_rest() {
+        let mut budget = LogBudget::fresh();
+        let line = "x".repeat(1000);
+        let admitted = (0..100).filter(|_| budget.admit(&line).is_some()).count();
+        assert_eq!(admitted, LOG_BUDGET / 1000);
+        assert_eq!(budget.dropped_lines, 100 - admitted);
+        assert_eq!(budget.dropped_bytes, (100 - admitted) * 1000);
+    }
 }

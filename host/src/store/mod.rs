@@ -61,6 +61,12 @@ pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// Named counters (the next watch-only derivation index).
 pub(crate) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 
+/// Named secrets of this gateway (the key that authenticates the plugin compile cache).
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// The [`META`] entry of the plugin cache key.
+const PLUGIN_CACHE_KEY: &str = "plugin_cache_key";
+
 /// The key of an address in [`ADDRESSES`].
 pub(crate) fn address_key(chain: &str, address: &alloy::primitives::Address) -> String {
     format!("{chain}:{address:#x}")
@@ -162,10 +168,37 @@ impl Store {
             path: path.display().to_string(),
             source: Box::new(source),
         })?;
+        // The file holds the plugin cache key and every payload: owner-only.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|err| {
+            StoreError::Open {
+                path: path.display().to_string(),
+                source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(err))),
+            }
+        })?;
         let txn = db.begin_write()?;
         Tables::open(&txn)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            if meta.get(PLUGIN_CACHE_KEY)?.is_none() {
+                let key: [u8; 32] = rand::random();
+                meta.insert(PLUGIN_CACHE_KEY, key.as_slice())?;
+            }
+        }
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The secret that authenticates compiled plugins in the on-disk cache.
+    pub fn plugin_cache_key(&self) -> Result<[u8; 32], StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let raw = meta
+            .get(PLUGIN_CACHE_KEY)?
+            .ok_or_else(|| corrupt("the plugin cache key is missing".to_owned()))?;
+        raw.value()
+            .try_into()
+            .map_err(|_| corrupt("the plugin cache key is not 32 bytes".to_owned()))
     }
 
     pub(crate) fn database(&self) -> &Database {

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use hookgate_plugin::{Event, Plugin, export_plugin};
 use rust_decimal::Decimal;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The key that stands for the chain's native coin (`token_id` null).
 pub const NATIVE: &str = "native";
@@ -29,22 +30,37 @@ struct MinAmount;
 impl Plugin for MinAmount {
     fn filter(event: &Event, config: &str) -> Result<bool, String> {
         let config: Config = hookgate_plugin::config(config)?;
-        let data = event.data_json()?;
-        keep(&config, &data)
+        keep(&config, &event.data)
     }
 }
 
 export_plugin!(MinAmount);
 
-/// Whether the event's amount reaches the minimum configured for its token.
-pub fn keep(config: &Config, data: &serde_json::Value) -> Result<bool, String> {
-    let amount = match &data["amount"] {
-        serde_json::Value::String(text) => text.clone(),
-        serde_json::Value::Number(number) => number.to_string(),
-        serde_json::Value::Null => return Ok(true),
-        other => return Err(format!("data.amount must be a decimal string, got {other}")),
+/// The fields the rule reads, with the amount kept as its JSON text: a JSON number is compared
+/// digit for digit, never through a float.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    amount: Option<&'a RawValue>,
+    #[serde(default)]
+    token_id: Option<String>,
+}
+
+/// Whether the event's amount reaches the minimum configured for its token; `data` is the
+/// event's data object as JSON text.
+pub fn keep(config: &Config, data: &str) -> Result<bool, String> {
+    let fields: Fields =
+        serde_json::from_str(data).map_err(|err| format!("data is not a JSON object: {err}"))?;
+    let amount = match fields.amount.map(RawValue::get) {
+        None | Some("null") => return Ok(true),
+        Some(text) if text.starts_with('"') => serde_json::from_str::<String>(text)
+            .map_err(|err| format!("data.amount is not a string: {err}"))?,
+        Some(text) if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) => {
+            text.to_owned()
+        }
+        Some(other) => return Err(format!("data.amount must be a decimal string, got {other}")),
     };
-    let token = data["token_id"].as_str().unwrap_or(NATIVE);
+    let token = fields.token_id.as_deref().unwrap_or(NATIVE);
     let Some(minimum) = config.tokens.get(token).or(config.default.as_ref()) else {
         return Ok(true);
     };
@@ -63,6 +79,10 @@ fn parse(text: &str, what: &str) -> Result<Decimal, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn keep(config: &Config, data: &serde_json::Value) -> Result<bool, String> {
+        super::keep(config, &data.to_string())
+    }
 
     fn config(text: &str) -> Config {
         serde_json::from_str(text).unwrap()
@@ -100,6 +120,15 @@ mod tests {
         let config = config(r#"{"default":"0.3"}"#);
         // 0.1 + 0.2 style trouble: 0.29999999999999999 < 0.3 exactly.
         assert!(!keep(&config, &json!({"amount":"0.29999999999999999"})).unwrap());
+    }
+
+    #[test]
+    fn json_number_amounts_are_compared_exactly_too() {
+        let config = config(r#"{"default":"0.3"}"#);
+        // As an f64 this number is 0.3; as written it is below the minimum.
+        assert!(!super::keep(&config, r#"{"amount":0.29999999999999999}"#).unwrap());
+        assert!(super::keep(&config, r#"{"amount":0.30000000000000001}"#).unwrap());
+        assert!(super::keep(&config, r#"{"amount":1e3}"#).unwrap());
     }
 
     #[test]

@@ -122,7 +122,12 @@ impl Outgoing {
         })
     }
 
-    /// Adds an extra header (the gateway refuses signature and framing headers).
+    /// Adds an extra header. The gateway refuses the output (and parks the delivery) past 32
+    /// headers, a value over 8 KiB, body + content type + headers over its output limit, or a
+    /// header it sets itself or that is hop-by-hop: `webhook-*`, `x-webhook-*`,
+    /// `content-type`, `content-length`, `content-encoding`, `transfer-encoding`, `host`,
+    /// `user-agent`, `connection`, `keep-alive`, `te`, `trailer`, `upgrade`, `expect`,
+    /// `proxy-*` (see `wit/plugin.wit`).
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
