@@ -393,3 +393,32 @@ async fn plugin_log_lines_are_escaped_and_capped_per_call() {
         "the drop is noted once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deeply_nested_event_data_is_refused_with_the_field_named() {
+    let gateway = Gateway::start("").await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let body = format!(r#"{{"type":"order.paid","data":{{"x":{deep}}}}}"#);
+    let answer = gateway
+        .post_raw(
+            "/v1/events",
+            body.into_bytes(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    let message = answer.assert_error(400, "invalid_body");
+    assert!(
+        message.contains("`data` is nested deeper than 128 levels"),
+        "{message}"
+    );
+    let fine = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+    let body = format!(r#"{{"type":"order.paid","data":{{"x":{fine}}}}}"#);
+    let answer = gateway
+        .post_raw(
+            "/v1/events",
+            body.into_bytes(),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{answer:#?}");
+}

@@ -60,6 +60,32 @@ pub fn default_body_with_id(
     Bytes::from(body)
 }
 
+/// How deeply objects and arrays nest in `json` (valid JSON text); strings are skipped.
+pub fn nesting_depth(json: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in json.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// Identifies a request's content (its type and its data as JSON text), so a retried publish
 /// can be told from a conflicting one.
 pub fn fingerprint(event_type: &str, data_json: &str) -> String {
@@ -177,6 +203,15 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(parsed["type"], "payment.confirmed");
+    }
+
+    #[test]
+    fn nesting_depth_counts_objects_and_arrays_but_not_brackets_in_strings() {
+        assert_eq!(nesting_depth(r#"{"a":1}"#), 1);
+        assert_eq!(nesting_depth(r#"{"a":[{"b":[]}]}"#), 4);
+        assert_eq!(nesting_depth(r#"{"a":"[[[{{{\"]]]"}"#), 1);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(nesting_depth(&format!(r#"{{"x":{deep}}}"#)), 201);
     }
 
     #[test]

@@ -22,6 +22,9 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 const MAX_KEY_LEN: usize = 255;
 const MAX_TYPE_LEN: usize = 128;
+/// Deepest nesting of objects and arrays accepted in `data` (what JSON parsers downstream,
+/// plugins' included, accept).
+const MAX_DATA_DEPTH: usize = 128;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -129,6 +132,11 @@ fn validate(event: EventBody, index: Option<usize>) -> Result<PublishRequest, Ap
     if !event.data.get().starts_with('{') {
         return Err(ApiError::invalid_body(format!(
             "{at}`data` must be a JSON object"
+        )));
+    }
+    if crate::events::nesting_depth(event.data.get()) > MAX_DATA_DEPTH {
+        return Err(ApiError::invalid_body(format!(
+            "{at}`data` is nested deeper than {MAX_DATA_DEPTH} levels"
         )));
     }
     if let Some(key) = &event.idempotency_key
