@@ -188,7 +188,7 @@ impl UnitOfWork for ScanStep {
         // Payments a transfer reached are written back; the other open ones only if the
         // chain's progress or the clock changed them.
         let mut dirty: BTreeSet<PaymentId> = touched.keys().copied().collect();
-        for payment in txn.open_payments(&self.chain)? {
+        for payment in txn.payments_to_advance(&self.chain, now)? {
             touched.entry(payment.id).or_insert(payment);
         }
         for payment in touched.values_mut() {

@@ -148,7 +148,10 @@ impl Txn for RedbTxn<'_, '_> {
         let key = address_key(&payment.chain, &payment.address);
         let open_key = (payment.chain.as_str(), payment.id.as_u128());
         if payment.status.is_open() {
-            self.tables.open_payments.insert(open_key, ())?;
+            let detected = payment.status == crate::payments::PaymentStatus::Detected;
+            self.tables
+                .open_payments
+                .insert(open_key, (detected, payment.expires_at))?;
             self.tables
                 .addresses
                 .insert(key.as_str(), (payment.id.as_u128(), 0))?;
@@ -182,20 +185,17 @@ impl Txn for RedbTxn<'_, '_> {
     }
 
     fn open_payments(&self, chain: &str) -> Result<Vec<Payment>, StoreError> {
-        let mut ids = Vec::new();
-        for entry in self
-            .tables
-            .open_payments
-            .range((chain, 0)..=(chain, u128::MAX))?
-        {
-            ids.push(PaymentId::from_u128(entry?.0.value().1));
-        }
-        ids.into_iter()
-            .map(|id| {
-                self.payment(id)?
-                    .ok_or_else(|| corrupt(format!("open payment {id} is missing")))
-            })
-            .collect()
+        self.open_where(chain, |_| true)
+    }
+
+    fn payments_to_advance(
+        &self,
+        chain: &str,
+        now: UnixMillis,
+    ) -> Result<Vec<Payment>, StoreError> {
+        self.open_where(chain, |(detected, expires_at)| {
+            detected || expires_at <= now
+        })
     }
 
     fn take_address_index(&mut self) -> Result<u32, StoreError> {
@@ -223,6 +223,33 @@ impl Txn for RedbTxn<'_, '_> {
         let raw = serde_json::to_vec(cursor)?;
         self.tables.cursors.insert(chain, raw.as_slice())?;
         Ok(())
+    }
+}
+
+impl RedbTxn<'_, '_> {
+    /// The open payments of `chain` whose index entry `keep` accepts.
+    fn open_where(
+        &self,
+        chain: &str,
+        keep: impl Fn((bool, u64)) -> bool,
+    ) -> Result<Vec<Payment>, StoreError> {
+        let mut ids = Vec::new();
+        for entry in self
+            .tables
+            .open_payments
+            .range((chain, 0)..=(chain, u128::MAX))?
+        {
+            let (key, value) = entry?;
+            if keep(value.value()) {
+                ids.push(PaymentId::from_u128(key.value().1));
+            }
+        }
+        ids.into_iter()
+            .map(|id| {
+                self.payment(id)?
+                    .ok_or_else(|| corrupt(format!("open payment {id} is missing")))
+            })
+            .collect()
     }
 }
 

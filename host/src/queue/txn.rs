@@ -49,6 +49,12 @@ pub trait Txn {
     /// Payments of `chain` that can still change state (pending, underpaid, detected).
     fn open_payments(&self, chain: &str) -> Result<Vec<Payment>, StoreError>;
 
+    /// The open payments of `chain` that the chain's progress or the clock at `now` can move:
+    /// detected ones (confirmation) and those past `expires_at` (expiry). Read without loading
+    /// the others, so a scan step costs what changes, not how many payments are open.
+    fn payments_to_advance(&self, chain: &str, now: UnixMillis)
+    -> Result<Vec<Payment>, StoreError>;
+
     /// Takes the next unused derivation index for watch-only addresses (persisted).
     fn take_address_index(&mut self) -> Result<u32, StoreError>;
 

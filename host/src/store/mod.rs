@@ -53,8 +53,9 @@ pub(crate) const PAYMENTS: TableDefinition<u128, &[u8]> = TableDefinition::new("
 /// `"{chain}:{address}"` → (latest payment there, when it ended or 0 while open): who an
 /// address belongs to, and which addresses the scanner watches.
 pub(crate) const ADDRESSES: TableDefinition<&str, (u128, u64)> = TableDefinition::new("addresses");
-/// (chain, payment id) of every open payment: what each scan step re-evaluates.
-pub(crate) const OPEN_PAYMENTS: TableDefinition<(&str, u128), ()> =
+/// (chain, payment id) of every open payment → (detected, expires at): lets a scan step load
+/// only the payments the chain or the clock can move (detected ones, and expired ones).
+pub(crate) const OPEN_PAYMENTS: TableDefinition<(&str, u128), (bool, u64)> =
     TableDefinition::new("open_payments");
 /// Chain name → [`ChainCursor`] (JSON).
 pub(crate) const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_cursors");
@@ -390,7 +391,7 @@ pub(crate) struct Tables<'txn> {
     pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
     pub payments: redb::Table<'txn, u128, &'static [u8]>,
     pub addresses: redb::Table<'txn, &'static str, (u128, u64)>,
-    pub open_payments: redb::Table<'txn, (&'static str, u128), ()>,
+    pub open_payments: redb::Table<'txn, (&'static str, u128), (bool, u64)>,
     pub cursors: redb::Table<'txn, &'static str, &'static [u8]>,
     pub counters: redb::Table<'txn, &'static str, u64>,
 }
