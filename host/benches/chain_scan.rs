@@ -23,20 +23,11 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, U256};
 use serde_json::{Value, json};
 use support::chain::{ANVIL_XPUB, Anvil, CHAIN_ID, ether};
-use support::measure::{peak_rss, percentiles};
+use support::measure::{env_number, peak_rss, percentiles};
 use support::{Gateway, Received, Receiver, SECRET, poll_until};
 
 const PAYMENTS: usize = 1000;
 const DEADLINE: Duration = Duration::from_secs(600);
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
 
 fn sections(receiver: &Receiver) -> String {
     format!(

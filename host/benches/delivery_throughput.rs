@@ -35,21 +35,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::Gateway;
-use support::measure::{peak_rss, percentiles};
+use support::measure::{env_number, peak_rss, percentiles};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 const BATCH: usize = 500;
 const PUBLISHERS: usize = 4;
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(text) => text
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
-        Err(_) => default,
-    }
-}
 
 /// Arrival times by `webhook-id`, first arrival only; counts every request.
 ///

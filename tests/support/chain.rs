@@ -199,8 +199,19 @@ impl Anvil {
 
     /// Sends `tx` from anvil's unlocked account and waits for its receipt.
     pub async fn send(&self, tx: Value) -> Mined {
+        let receipt = self.send_for_receipt(tx).await;
+        Mined {
+            hash: receipt["transactionHash"]
+                .as_str()
+                .expect("a transaction hash")
+                .to_owned(),
+            block: hex_u64(&receipt["blockNumber"]),
+        }
+    }
+
+    /// Sends `tx`, waits for its receipt, checks it succeeded and returns it.
+    async fn send_for_receipt(&self, tx: Value) -> Value {
         let hash = self.rpc("eth_sendTransaction", json!([tx])).await;
-        let hash = hash.as_str().expect("a transaction hash").to_owned();
         let receipt = poll_until(
             Duration::from_secs(30),
             "a transaction receipt",
@@ -209,10 +220,7 @@ impl Anvil {
         )
         .await;
         assert_eq!(receipt["status"], "0x1", "transaction failed: {receipt}");
-        Mined {
-            hash,
-            block: hex_u64(&receipt["blockNumber"]),
-        }
+        receipt
     }
 
     /// Sends `wei` of the native coin from [`PAYER`] to `to`.
@@ -244,20 +252,9 @@ impl Anvil {
         )
             .abi_encode_params();
         let data = format!("0x{code}{}", alloy::hex::encode(args));
-        let hash = self
-            .rpc(
-                "eth_sendTransaction",
-                json!([{"from": PAYER, "data": data}]),
-            )
+        let receipt = self
+            .send_for_receipt(json!({"from": PAYER, "data": data}))
             .await;
-        let receipt = poll_until(
-            Duration::from_secs(30),
-            "the token's deployment receipt",
-            || self.rpc("eth_getTransactionReceipt", json!([hash])),
-            |receipt| !receipt.is_null(),
-        )
-        .await;
-        assert_eq!(receipt["status"], "0x1", "deployment failed: {receipt}");
         receipt["contractAddress"]
             .as_str()
             .expect("a contract address")

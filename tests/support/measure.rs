@@ -1,6 +1,17 @@
-//! Figures the benchmarks print: a process's peak memory and latency percentiles.
+//! What the benchmarks share: their `BENCH_*` knobs, a process's peak memory and latency
+//! percentiles.
 
 use std::time::Duration;
+
+/// The whole number in environment variable `name`, or `default` when it is unset.
+pub fn env_number(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(text) => text
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={text:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
 
 /// Peak resident set size of `pid`, from `/proc/PID/status`.
 pub fn peak_rss(pid: u32) -> String {

@@ -81,20 +81,9 @@ impl Txn for RedbTxn<'_, '_> {
         let mut records = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
             let delivery = DeliveryRecord {
-                id: DeliveryId::new(),
-                event_id: id,
-                endpoint_id: endpoint.id.clone(),
-                status: DeliveryStatus::Pending,
-                created_at: self.now,
-                attempt_count: 0,
-                cycle_start: 0,
                 next_attempt_at: Some(self.now),
-                dead_lettered_at: None,
-                last_error: None,
-                content_type: None,
-                headers: Vec::new(),
-                plugins: Vec::new(),
                 needs_render: !endpoint.plugins.is_empty(),
+                ..DeliveryRecord::pending(DeliveryId::new(), id, endpoint.id.clone(), self.now)
             };
             record.deliveries.push(DeliveryRef {
                 id: delivery.id,
@@ -299,22 +288,12 @@ pub(super) fn publish(
     let raw = serde_json::to_vec(&record)?;
     tables.events.insert(event.id.as_u128(), raw.as_slice())?;
     for delivery in &event.deliveries {
-        let mut record = DeliveryRecord {
-            id: delivery.id,
-            event_id: event.id,
-            endpoint_id: delivery.endpoint_id.clone(),
-            status: DeliveryStatus::Pending,
-            created_at: event.created_at,
-            attempt_count: 0,
-            cycle_start: 0,
-            next_attempt_at: None,
-            dead_lettered_at: None,
-            last_error: None,
-            content_type: None,
-            headers: Vec::new(),
-            plugins: Vec::new(),
-            needs_render: false,
-        };
+        let mut record = DeliveryRecord::pending(
+            delivery.id,
+            event.id,
+            delivery.endpoint_id.clone(),
+            event.created_at,
+        );
         match &delivery.content {
             DeliveryContent::Ready(payload) => {
                 set_payload(tables, &mut record, payload)?;

@@ -92,6 +92,33 @@ pub struct DeliveryRecord {
     pub needs_render: bool,
 }
 
+impl DeliveryRecord {
+    /// A new delivery of `event_id` to `endpoint_id`, pending, with no attempt yet.
+    pub fn pending(
+        id: DeliveryId,
+        event_id: EventId,
+        endpoint_id: String,
+        created_at: UnixMillis,
+    ) -> Self {
+        Self {
+            id,
+            event_id,
+            endpoint_id,
+            status: DeliveryStatus::Pending,
+            created_at,
+            attempt_count: 0,
+            cycle_start: 0,
+            next_attempt_at: None,
+            dead_lettered_at: None,
+            last_error: None,
+            content_type: None,
+            headers: Vec::new(),
+            plugins: Vec::new(),
+            needs_render: false,
+        }
+    }
+}
+
 fn is_zero(value: &u32) -> bool {
     *value == 0
 }
@@ -198,22 +225,8 @@ mod tests {
 
     #[test]
     fn default_fields_are_left_out_and_read_back_as_defaults() {
-        let record = DeliveryRecord {
-            id: DeliveryId::new(),
-            event_id: EventId::new(),
-            endpoint_id: "orders".to_owned(),
-            status: DeliveryStatus::Pending,
-            created_at: 1,
-            attempt_count: 0,
-            cycle_start: 0,
-            next_attempt_at: None,
-            dead_lettered_at: None,
-            last_error: None,
-            content_type: None,
-            headers: Vec::new(),
-            plugins: Vec::new(),
-            needs_render: false,
-        };
+        let record =
+            DeliveryRecord::pending(DeliveryId::new(), EventId::new(), "orders".to_owned(), 1);
         let json = serde_json::to_string(&record).unwrap();
         for absent in [
             "cycle_start",
