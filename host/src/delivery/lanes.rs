@@ -32,6 +32,9 @@ pub struct Dispatcher {
     lanes: HashMap<String, Lane>,
     retries: mpsc::UnboundedSender<(DeliveryId, UnixMillis)>,
     plugins: Arc<PluginRegistry>,
+    /// Plugin chains rendering committed domain events at once: a catch-up that raises
+    /// thousands of events queues here instead of filling the blocking thread pool.
+    render_slots: Arc<tokio::sync::Semaphore>,
     queue: OnceLock<QueueHandle>,
     runtime: tokio::runtime::Handle,
 }
@@ -61,6 +64,9 @@ impl Dispatcher {
             lanes,
             retries,
             plugins,
+            render_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
+            )),
             queue: OnceLock::new(),
             runtime: tokio::runtime::Handle::current(),
         }
@@ -149,7 +155,11 @@ impl Sink for Dispatcher {
             return;
         };
         let plugins = self.plugins.clone();
+        let slots = self.render_slots.clone();
         self.runtime.spawn(async move {
+            let Ok(_slot) = slots.acquire_owned().await else {
+                return;
+            };
             // Plugin calls are CPU work with their own limits: never on an async worker.
             let outcome = tokio::task::spawn_blocking(move || {
                 crate::events::rerender(&job.event, &subscriber.endpoint, &plugins, now_millis())
