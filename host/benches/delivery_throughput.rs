@@ -15,6 +15,10 @@
 //!
 //! Figures are printed as plain lines; nothing is asserted. Every wait has a deadline
 //! (`BENCH_TIMEOUT_SECS`, default 600), so the run is bounded even when the gateway is not.
+//! `BENCH_STALLED=1` adds a second endpoint whose plugin (`sleepy`) blocks every call in WASI
+//! until the wall-clock bound stops it (its deliveries are parked): the steady phase's
+//! latencies then show what one pathological plugin costs the publisher and the healthy
+//! endpoint.
 //! `BENCH_PLUGIN=NAME` puts `target/plugins/NAME.wasm` in the endpoint's plugin chain, to compare
 //! throughput with and without a plugin.
 //! Run with `cargo bench -p hookgate --bench delivery_throughput`.
@@ -436,6 +440,30 @@ fn main() {
                 plugin_dir.path().display()
             );
             println!("plugin chain: {name}");
+        }
+        // BENCH_STALLED=1 adds a second endpoint whose plugin blocks every call until the
+        // wall-clock bound stops it: what a pathological plugin costs the publisher and the
+        // healthy endpoint.
+        if env_number("BENCH_STALLED", 0) == 1 {
+            let sleepy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/plugins/sleepy.wasm");
+            std::fs::copy(&sleepy, plugin_dir.path().join("sleepy.wasm")).unwrap_or_else(|err| {
+                panic!(
+                    "{}: {err} (run `cargo run -p hookgate-plugin-build`)",
+                    sleepy.display()
+                )
+            });
+            if !config.contains("[plugins]") {
+                config = format!(
+                    "[plugins]\ndir = '{}'\n\n{config}",
+                    plugin_dir.path().display()
+                );
+            }
+            config.push_str(&format!(
+                "\n{}[[endpoints.plugins]]\nname = \"sleepy\"\nconfig = {{ always = true }}\n",
+                support::endpoint("stalled", &format!("http://{receiver}/stalled"), "")
+            ));
+            println!("a second endpoint's plugin stalls every call (sleepy, always)");
         }
         let gateway = Arc::new(Gateway::start(&config).await);
         let pid = gateway.pid();
