@@ -422,3 +422,23 @@ async fn deeply_nested_event_data_is_refused_with_the_field_named() {
         .await;
     assert_eq!(answer.status, 201, "{answer:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_file_over_the_size_cap_is_refused_before_it_is_read() {
+    let plugins = tempfile::tempdir().unwrap();
+    std::fs::write(plugins.path().join("huge.wasm"), vec![0u8; 3 << 20]).unwrap();
+    let gateway = Gateway::start(&format!(
+        "[plugins]\ndir = '{}'\nmax_wasm_mib = 2\n",
+        plugins.path().display()
+    ))
+    .await;
+    let listed = support::poll_until(
+        Duration::from_secs(20),
+        "the refusal of huge.wasm",
+        || gateway.get_json("/v1/plugins"),
+        |list| list.json["plugins"][0]["error"].is_string(),
+    )
+    .await;
+    let error = listed.json["plugins"][0]["error"].as_str().unwrap();
+    assert!(error.contains("over the 2 MiB limit"), "{error}");
+}

@@ -335,7 +335,10 @@ pub struct PluginsConfig {
     /// Linear memory one plugin instance may grow to, in MiB.
     #[serde(default = "default_plugin_memory_mib")]
     pub memory_limit_mib: usize,
-    /// Largest body a transform may return, in KiB.
+    /// Largest `.wasm` file compiled, in MiB; bigger ones are refused before they are read.
+    #[serde(default = "default_max_wasm_mib")]
+    pub max_wasm_mib: usize,
+    /// Largest output a transform may return (body, content type and headers), in KiB.
     #[serde(default = "default_plugin_output_kib")]
     pub output_limit_kib: usize,
 }
@@ -349,6 +352,7 @@ impl Default for PluginsConfig {
             wall_time_limit: default_plugin_wall_limit(),
             memory_limit_mib: default_plugin_memory_mib(),
             output_limit_kib: default_plugin_output_kib(),
+            max_wasm_mib: default_max_wasm_mib(),
         }
     }
 }
@@ -363,6 +367,10 @@ fn default_plugin_wall_limit() -> Duration {
 
 fn default_plugin_memory_mib() -> usize {
     16
+}
+
+fn default_max_wasm_mib() -> usize {
+    32
 }
 
 fn default_plugin_output_kib() -> usize {
@@ -536,11 +544,12 @@ impl Config {
         if plugins.time_limit.is_zero()
             || plugins.wall_time_limit.is_zero()
             || plugins.memory_limit_mib == 0
+            || plugins.max_wasm_mib == 0
             || plugins.output_limit_kib == 0
         {
             return invalid(
-                "plugins: time_limit, wall_time_limit, memory_limit_mib and output_limit_kib must \
-                 be above zero"
+                "plugins: time_limit, wall_time_limit, memory_limit_mib, output_limit_kib and \
+                 max_wasm_mib must be above zero"
                     .to_owned(),
             );
         }

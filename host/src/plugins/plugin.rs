@@ -121,6 +121,10 @@ impl LoadedPlugin {
         name: &str,
         bytes: &[u8],
     ) -> Result<Self, PluginError> {
+        let cap = runtime.limits().wasm_bytes;
+        if bytes.len() > cap {
+            return Err(PluginError::Invalid(too_large(bytes.len() as u64, cap)));
+        }
         let (component, from_cache) = runtime.compile(bytes)?;
         let (imports, exports) = describe(&component, runtime);
         let instance_pre = runtime
@@ -373,6 +377,14 @@ fn describe_failure(err: &wasmtime::Error, limits: &Limits) -> String {
         );
     }
     format!("failed: {}", first_line(&text))
+}
+
+/// Why a `.wasm` file of `len` bytes is refused before it is compiled.
+pub(crate) fn too_large(len: u64, cap: usize) -> String {
+    format!(
+        "is {len} bytes, over the {} MiB limit for a plugin file (plugins.max_wasm_mib)",
+        cap >> 20
+    )
 }
 
 fn first_line(text: &str) -> String {

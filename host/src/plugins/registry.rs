@@ -88,12 +88,25 @@ impl PluginRegistry {
                 Ok(plugin)
             }
             Err(err) => {
-                entry.error = Some(err.to_string());
-                tracing::error!(plugin = name, error = %err,
-                    "plugin refused; the version in force (if any) stays");
+                drop(status);
+                self.refuse(name, &err);
                 Err(err)
             }
         }
+    }
+
+    /// Records that a new version of `name` was refused; the version in force (if any) stays.
+    pub fn refuse(&self, name: &str, err: &PluginError) {
+        let mut status = self.status.write().unwrap_or_else(PoisonError::into_inner);
+        status
+            .entry(name.to_owned())
+            .or_insert_with(|| PluginStatus {
+                name: name.to_owned(),
+                ..PluginStatus::default()
+            })
+            .error = Some(err.to_string());
+        tracing::error!(plugin = name, error = %err,
+            "plugin refused; the version in force (if any) stays");
     }
 
     /// Whether `bytes` is exactly the version of `name` already in force.

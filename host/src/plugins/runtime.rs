@@ -109,6 +109,8 @@ pub struct Limits {
     pub wall: Duration,
     pub memory_bytes: usize,
     pub output_bytes: usize,
+    /// Largest `.wasm` file compiled.
+    pub wasm_bytes: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +120,7 @@ impl Default for Limits {
             wall: Duration::from_millis(50),
             memory_bytes: 16 << 20,
             output_bytes: 256 << 10,
+            wasm_bytes: 32 << 20,
         }
     }
 }
@@ -130,6 +133,7 @@ impl Limits {
             wall: config.wall_time_limit,
             memory_bytes: config.memory_limit_mib << 20,
             output_bytes: config.output_limit_kib << 10,
+            wasm_bytes: config.max_wasm_mib << 20,
         }
     }
 }

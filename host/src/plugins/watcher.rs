@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::is_plugin_name;
 use crate::plugins::PluginRegistry;
+use crate::plugins::plugin::{PluginError, too_large};
 
 /// How often the directory is checked.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -56,6 +57,13 @@ impl Watcher {
                 continue;
             }
             self.seen.insert(name.clone(), *stamp);
+            let cap = self.registry.runtime().limits().wasm_bytes;
+            if stamp.len > cap as u64 {
+                // Refused before reading: a huge file costs no memory and no compile.
+                let err = PluginError::Invalid(too_large(stamp.len, cap));
+                self.registry.refuse(name, &err);
+                continue;
+            }
             match std::fs::read(path) {
                 Ok(bytes) if self.registry.is_current(name, &bytes) => {}
                 Ok(bytes) => {
@@ -87,7 +95,13 @@ impl Watcher {
             .spawn(move || {
                 loop {
                     std::thread::sleep(POLL_INTERVAL);
-                    self.poll();
+                    // Whatever one file does to a load, the watcher keeps serving later changes.
+                    let polled =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.poll()));
+                    if polled.is_err() {
+                        tracing::error!(dir = %self.dir.display(),
+                            "loading a plugin panicked; the watcher goes on");
+                    }
                 }
             })
             .map(drop)
