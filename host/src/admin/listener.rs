@@ -65,6 +65,10 @@ pub async fn serve(
                 }
             },
         };
+        // Answers are small writes on kept-alive connections: no Nagle delay.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "admin API: cannot set TCP_NODELAY");
+        }
         let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
