@@ -210,10 +210,15 @@ async fn a_swapped_compiled_plugin_is_refused_and_recompiled_from_its_wasm() {
     );
 }
 
+/// Plugin limits for tests where the limit under test is not time: a debug build on a loaded
+/// machine can take more than the default 10 ms CPU / 50 ms wall to lift a large output.
+const ROOMY_TIME: &str = "time_limit = \"200ms\"\nwall_time_limit = \"5s\"\n";
+
 /// A gateway with `plugin` (from `target/plugins`) on endpoint `hostile` and a healthy
-/// endpoint `healthy` without plugins, both on `receiver`.
+/// endpoint `healthy` without plugins, both on `receiver`; `limits` are extra `[plugins]` lines.
 async fn with_hostile_plugin(
     plugin: &str,
+    limits: &str,
     receiver: &support::Receiver,
 ) -> (Gateway, tempfile::TempDir) {
     let plugins = tempfile::tempdir().unwrap();
@@ -223,7 +228,7 @@ async fn with_hostile_plugin(
     )
     .unwrap();
     let gateway = Gateway::start(&format!(
-        "[plugins]\ndir = '{}'\n\n{}[[endpoints.plugins]]\nname = \"{plugin}\"\n\n{}",
+        "[plugins]\ndir = '{}'\n{limits}\n{}[[endpoints.plugins]]\nname = \"{plugin}\"\n\n{}",
         plugins.path().display(),
         support::endpoint("hostile", &receiver.url("/hostile"), ""),
         support::endpoint("healthy", &receiver.url("/healthy"), ""),
@@ -242,7 +247,7 @@ async fn with_hostile_plugin(
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plugin_sleeping_in_a_host_call_is_stopped_at_its_wall_clock_bound() {
     let receiver = support::Receiver::ok().await;
-    let (gateway, _plugins) = with_hostile_plugin("sleepy", &receiver).await;
+    let (gateway, _plugins) = with_hostile_plugin("sleepy", "", &receiver).await;
     let started = Instant::now();
     let event = gateway
         .publish("test.hostile", serde_json::json!({"n": 1}))
@@ -326,7 +331,7 @@ async fn a_plugin_that_hangs_on_load_is_refused_and_the_gateway_starts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_count_toward_the_output_limit() {
     let receiver = support::Receiver::ok().await;
-    let (gateway, _plugins) = with_hostile_plugin("header-bloat", &receiver).await;
+    let (gateway, _plugins) = with_hostile_plugin("header-bloat", ROOMY_TIME, &receiver).await;
     let event = gateway
         .publish("test.hostile", serde_json::json!({"n": 1}))
         .await;
@@ -358,7 +363,7 @@ async fn headers_count_toward_the_output_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn plugin_log_lines_are_escaped_and_capped_per_call() {
     let receiver = support::Receiver::ok().await;
-    let (gateway, _plugins) = with_hostile_plugin("log-flood", &receiver).await;
+    let (gateway, _plugins) = with_hostile_plugin("log-flood", ROOMY_TIME, &receiver).await;
     let event = gateway
         .publish("test.hostile", serde_json::json!({"n": 1}))
         .await;
