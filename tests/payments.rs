@@ -364,6 +364,18 @@ async fn an_unpaid_payment_expires_and_a_payment_after_expiry_or_confirmation_is
     )
     .await;
     let id = field(&expiring, "payment_id");
+    // Expiry needs the clock past `expires_at` and a scanned block stamped after it (a block
+    // the gateway has not read could still have paid in time): mine until one is.
+    poll_until(
+        WAIT,
+        "payment.expired once a block past expires_at is scanned",
+        || async {
+            anvil.mine(1).await;
+            types(&receiver, id)
+        },
+        |seen| seen.iter().any(|kind| kind == "payment.expired"),
+    )
+    .await;
     let expired = wait_event(&receiver, id, "payment.expired").await;
     assert_eq!(expired["status"], "expired");
     let late = anvil.pay(field(&expiring, "address"), ether(1)).await;

@@ -12,7 +12,8 @@
 //! A block whose parent is not the cursor's hash is a reorg: the scanner asks the node for the
 //! hashes of the stored window, finds the newest block both agree on, and commits a [`Rewind`]
 //! to it. A reorg deeper than the window stops this chain's scanner with an error rather than
-//! guessing. RPC failures back off with jitter and are logged once per streak.
+//! guessing. RPC failures back off with jitter and are logged once per streak; while the node
+//! is unreachable nothing expires, because expiry waits for blocks stamped past `expires_at`.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -149,10 +150,6 @@ impl Scanner {
                         tracing::debug!(chain = %self.chain.name, error = %err, failures, "scan step failed again");
                     }
                     failures = failures.saturating_add(1);
-                    // Expiry is a matter of time, not of the node: keep it running.
-                    if let Err(err) = self.tick().await {
-                        tracing::debug!(chain = %self.chain.name, error = %err, "expiry tick failed");
-                    }
                     retry_delay(failures, rand::random::<f64>())
                 }
             };
@@ -199,7 +196,7 @@ impl Scanner {
                     return Ok(Progress::Behind);
                 }
             }
-            self.commit(cursor.as_ref(), Vec::new(), Vec::new(), finalized)
+            self.commit(cursor.as_ref(), Vec::new(), Vec::new(), None, finalized)
                 .await?;
             return Ok(Progress::CaughtUp);
         }
@@ -226,7 +223,8 @@ impl Scanner {
             .iter()
             .map(|block| (block.number.to(), block.hash))
             .collect();
-        self.commit(cursor.as_ref(), range, observed, finalized)
+        let head_time = blocks.last().map(|block| block.timestamp.to::<u64>());
+        self.commit(cursor.as_ref(), range, observed, head_time, finalized)
             .await?;
         Ok(if to < head {
             Progress::Behind
@@ -260,6 +258,7 @@ impl Scanner {
         cursor: Option<&ChainCursor>,
         blocks: Vec<(u64, B256)>,
         observed: Vec<Observed>,
+        head_time: Option<u64>,
         finalized: Option<u64>,
     ) -> Result<(), StepError> {
         let step = ScanStep {
@@ -268,22 +267,13 @@ impl Scanner {
             expected: cursor.map(|cursor| (cursor.number, cursor.hash)),
             blocks,
             observed,
+            head_time,
             finalized,
         };
         match self.queue.run(step).await? {
             Scanned::Applied { .. } => Ok(()),
             Scanned::Stale => Err(StepError::Moved("the stored cursor moved".to_owned())),
         }
-    }
-
-    /// A clock-only step: expiry keeps running while the node is unreachable.
-    async fn tick(&self) -> Result<(), StepError> {
-        let cursor = self.store.chain_cursor(&self.chain.name)?;
-        if cursor.is_none() {
-            return Ok(());
-        }
-        self.commit(cursor.as_ref(), Vec::new(), Vec::new(), None)
-            .await
     }
 
     /// Walks back to the newest block the node and the stored window agree on, and rewinds.

@@ -8,7 +8,7 @@
 //!   in a block stamped at or after `expires_at` while the payment was not yet paid.
 //! * Less than the amount: `underpaid` (raised once). The amount or more: `detected`, with the
 //!   excess. Detected and the counted transfers deep enough (or finalized): `confirmed`.
-//! * Not fully paid at `expires_at`: `expired`. A late transfer is kept and raises `late`.
+//! * Not fully paid at `expires_at`, by the clock and by the chain scanned so far: `expired`. A late transfer is kept and raises `late`.
 //! * A reorg removes the transfers above the common ancestor; a payment they had paid moves
 //!   back to `pending` or `underpaid`, and `reorged` names the orphaned transactions. Orphaned
 //!   transfers are gone before the next depth check, so they can never confirm a payment.
@@ -32,6 +32,8 @@ pub enum Finality {
 pub struct Tip {
     /// The newest block scanned and committed.
     pub head: u64,
+    /// That block's timestamp, unix seconds (0 when unknown, e.g. right after a rewind).
+    pub time: u64,
     /// The chain's `finalized` block, when it reports one.
     pub finalized: Option<u64>,
 }
@@ -139,7 +141,10 @@ pub fn accept(payment: &mut Payment, transfer: Transfer, now: UnixMillis) -> Vec
 }
 
 /// Moves the payment on with the chain and the clock: confirms it once its counted transfers
-/// are final, expires it when unpaid at `expires_at`.
+/// are final, expires it when unpaid at `expires_at` — once the clock has passed it *and* the
+/// scan has reached a block stamped at or after it. A payment is never expired on the strength
+/// of blocks the gateway has not read (a lagging or unreachable node): a transfer in those
+/// blocks may have paid it in time.
 pub fn advance(
     payment: &mut Payment,
     tip: Tip,
@@ -166,7 +171,9 @@ pub fn advance(
                 _ => Vec::new(),
             }
         }
-        PaymentStatus::Pending | PaymentStatus::Underpaid if now >= payment.expires_at => {
+        PaymentStatus::Pending | PaymentStatus::Underpaid
+            if now >= payment.expires_at && tip.time.saturating_mul(1000) >= payment.expires_at =>
+        {
             set_status(payment, PaymentStatus::Expired, now);
             vec![Change::Expired]
         }
@@ -250,9 +257,11 @@ mod tests {
         }
     }
 
+    /// A tip whose head block is stamped after every expiry in these tests.
     fn tip(head: u64) -> Tip {
         Tip {
             head,
+            time: AFTER,
             finalized: None,
         }
     }
@@ -335,6 +344,42 @@ mod tests {
     }
 
     #[test]
+    fn a_payment_does_not_expire_before_the_scan_reaches_a_block_past_its_expiry() {
+        let mut p = payment(100);
+        let behind = Tip {
+            head: 5,
+            time: BEFORE,
+            finalized: None,
+        };
+        // The clock says expired, but blocks up to the expiry are not read yet: one of them
+        // may pay it.
+        assert!(advance(&mut p, behind, Finality::Depth(1), EXPIRES + 60_000).is_empty());
+        assert_eq!(
+            types(&accept(
+                &mut p,
+                transfer(1, 5, 100, BEFORE),
+                EXPIRES + 60_000
+            )),
+            ["payment.detected"]
+        );
+        let mut unpaid = payment(100);
+        let caught_up = Tip {
+            head: 6,
+            time: AFTER,
+            finalized: None,
+        };
+        assert_eq!(
+            types(&advance(
+                &mut unpaid,
+                caught_up,
+                Finality::Depth(1),
+                EXPIRES
+            )),
+            ["payment.expired"]
+        );
+    }
+
+    #[test]
     fn a_transfer_mined_after_expiry_is_late_even_if_the_clock_has_not_expired_it_yet() {
         let mut p = payment(100);
         let changes = accept(&mut p, transfer(1, 10, 100, AFTER), EXPIRES - 10);
@@ -407,11 +452,13 @@ mod tests {
         accept(&mut p, transfer(1, 10, 100, BEFORE), 1);
         let deep = Tip {
             head: 1000,
+            time: BEFORE,
             finalized: Some(9),
         };
         assert!(advance(&mut p, deep, Finality::Finalized, 2).is_empty());
         let reached = Tip {
             head: 1000,
+            time: BEFORE,
             finalized: Some(10),
         };
         assert_eq!(

@@ -125,6 +125,8 @@ pub struct ScanStep {
     /// New blocks, consecutive, each the child of the one before (the first, of `expected`).
     pub blocks: Vec<(u64, B256)>,
     pub observed: Vec<Observed>,
+    /// The timestamp (unix seconds) of the last of `blocks`.
+    pub head_time: Option<u64>,
     /// The chain's `finalized` block, when the node reports one.
     pub finalized: Option<u64>,
 }
@@ -166,7 +168,7 @@ impl UnitOfWork for ScanStep {
                 raised.push(events::for_change(payment, &change));
             }
         }
-        let cursor = match stored {
+        let mut cursor = match stored {
             Some(mut cursor) => {
                 cursor.advance(&self.blocks);
                 cursor
@@ -181,8 +183,12 @@ impl UnitOfWork for ScanStep {
                 cursor
             }
         };
+        if let Some(time) = self.head_time {
+            cursor.time = time;
+        }
         let tip = Tip {
             head: cursor.number,
+            time: cursor.time,
             finalized: self.finalized,
         };
         // Payments a transfer reached are written back; the other open ones only if the

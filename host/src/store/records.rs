@@ -152,6 +152,10 @@ pub struct ChainCursor {
     /// The last block whose transfers are committed.
     pub number: u64,
     pub hash: alloy::primitives::B256,
+    /// That block's timestamp, unix seconds; 0 when unknown (after a rewind, until the next
+    /// step). Expiry waits until the scan has passed `expires_at` by this clock.
+    #[serde(default)]
+    pub time: u64,
     /// `(number, hash)` of up to [`ChainCursor::WINDOW`] blocks ending at the cursor, oldest
     /// first: a reorg is walked back through them to the common ancestor.
     pub recent: Vec<(u64, alloy::primitives::B256)>,
@@ -166,6 +170,7 @@ impl ChainCursor {
         Self {
             number,
             hash,
+            time: 0,
             recent: vec![(number, hash)],
         }
     }
@@ -189,6 +194,8 @@ impl ChainCursor {
         self.recent.truncate(position + 1);
         self.number = number;
         self.hash = self.recent[position].1;
+        // The ancestor's time is not kept; the next step sets it again.
+        self.time = 0;
         true
     }
 
