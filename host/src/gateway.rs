@@ -61,8 +61,15 @@ pub struct Gateway {
     plugins: Arc<PluginRegistry>,
     /// Whether any endpoint has a plugin chain (publishing then runs on a blocking thread).
     any_plugins: bool,
+    /// Publishes whose plugin chains run at once. A chain may wait up to the wall-clock bound
+    /// per plugin without using CPU, so this is well above the core count; past it, publishes
+    /// queue as tasks instead of growing the blocking thread pool (and its memory).
+    prepare_slots: tokio::sync::Semaphore,
     payments: Payments,
 }
+
+/// See [`Gateway::prepare_slots`].
+const PREPARE_SLOTS: usize = 64;
 
 impl Gateway {
     /// Opens the store, recovers pending deliveries and starts the delivery engine.
@@ -116,6 +123,7 @@ impl Gateway {
             tokio::spawn(scanner.run());
         }
         Ok(Arc::new(Self {
+            prepare_slots: tokio::sync::Semaphore::new(PREPARE_SLOTS),
             payments,
             store,
             queue,
@@ -135,6 +143,11 @@ impl Gateway {
     ) -> Result<Vec<PublishOutcome>, QueueError> {
         let now = now_millis();
         let events = if self.any_plugins {
+            let _slot = self
+                .prepare_slots
+                .acquire()
+                .await
+                .map_err(|_| QueueError::Closed)?;
             // Plugin calls are CPU work with their own time limit: keep them off the async
             // workers that serve the API and the deliveries.
             let subscriptions = self.dispatcher.subscriptions().clone();
