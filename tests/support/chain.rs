@@ -181,17 +181,6 @@ impl Anvil {
         hex_u64(&self.rpc("eth_blockNumber", json!([])).await)
     }
 
-    /// The hash of block `number`.
-    pub async fn block_hash(&self, number: u64) -> String {
-        let block = self
-            .rpc(
-                "eth_getBlockByNumber",
-                json!([format!("{number:#x}"), false]),
-            )
-            .await;
-        block["hash"].as_str().expect("a block hash").to_owned()
-    }
-
     /// Mines `blocks` empty blocks.
     pub async fn mine(&self, blocks: u64) {
         self.rpc("anvil_mine", json!([blocks])).await;

@@ -198,14 +198,6 @@ impl ChainCursor {
         self.time = 0;
         true
     }
-
-    /// The stored hash of block `number`, if it is in the window.
-    pub fn hash_of(&self, number: u64) -> Option<alloy::primitives::B256> {
-        self.recent
-            .iter()
-            .find(|(at, _)| *at == number)
-            .map(|(_, hash)| *hash)
-    }
 }
 
 #[cfg(test)]
@@ -221,9 +213,12 @@ mod tests {
         cursor.advance(&blocks);
         assert_eq!(cursor.number, 200);
         assert_eq!(cursor.recent.len(), ChainCursor::WINDOW);
-        assert_eq!(cursor.hash_of(72), None);
-        assert_eq!(cursor.hash_of(73), Some(hash(73)));
-        assert_eq!(cursor.hash_of(150), Some(hash(150)));
+        assert_eq!(
+            cursor.recent.first(),
+            Some(&(73, hash(73))),
+            "72 and older dropped"
+        );
+        assert!(cursor.recent.contains(&(150, hash(150))));
         assert!(cursor.rewind(190));
         assert_eq!((cursor.number, cursor.hash), (190, hash(190)));
         assert_eq!(cursor.recent.last(), Some(&(190, hash(190))));
