@@ -24,7 +24,7 @@ use crate::plugins::Rendered;
 use crate::queue::Emit;
 use crate::store::{
     ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EventRecord, StoreError, Tables,
-    address_key, body_of, corrupt,
+    address_key, body_of, corrupt, read_record,
 };
 use crate::time::UnixMillis;
 
@@ -123,10 +123,7 @@ impl Txn for RedbTxn<'_, '_> {
     }
 
     fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
-        match self.tables.payments.get(id.as_u128())? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&self.tables.payments, id.as_u128())
     }
 
     fn put_payment(&mut self, payment: &Payment) -> Result<(), StoreError> {
@@ -202,10 +199,7 @@ impl Txn for RedbTxn<'_, '_> {
     }
 
     fn chain_cursor(&self, chain: &str) -> Result<Option<ChainCursor>, StoreError> {
-        match self.tables.cursors.get(chain)? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&self.tables.cursors, chain)
     }
 
     fn put_chain_cursor(&mut self, chain: &str, cursor: &ChainCursor) -> Result<(), StoreError> {

@@ -121,6 +121,17 @@ pub(crate) fn corrupt(message: String) -> StoreError {
     StoreError::Corrupt(serde::de::Error::custom(message))
 }
 
+/// The JSON record at `key` in `table`, if there is one.
+pub(crate) fn read_record<'k, K: redb::Key + 'static, T: serde::de::DeserializeOwned>(
+    table: &impl ReadableTable<K, &'static [u8]>,
+    key: impl std::borrow::Borrow<K::SelfType<'k>>,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key)? {
+        Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+        None => Ok(None),
+    }
+}
+
 /// The bytes every attempt of `record` sends: the stored body when plugins shaped it, else the
 /// default body rendered again from the event (same id, type, timestamp and data text, so the
 /// same bytes as at publish time).
@@ -282,10 +293,7 @@ impl Store {
     pub fn event(&self, id: EventId) -> Result<Option<EventRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let events = txn.open_table(EVENTS)?;
-        match events.get(id.as_u128())? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&events, id.as_u128())
     }
 
     /// What the gateway recorded about each endpoint (e.g. disabled by a 410).
@@ -304,10 +312,7 @@ impl Store {
     pub fn payment(&self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
         let txn = self.db.begin_read()?;
         let payments = txn.open_table(PAYMENTS)?;
-        match payments.get(id.as_u128())? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&payments, id.as_u128())
     }
 
     /// Payments newest first, starting below `before` (a cursor: the last id of the previous
@@ -366,10 +371,7 @@ impl Store {
     pub fn chain_cursor(&self, chain: &str) -> Result<Option<ChainCursor>, StoreError> {
         let txn = self.db.begin_read()?;
         let cursors = txn.open_table(CURSORS)?;
-        match cursors.get(chain)? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&cursors, chain)
     }
 
     /// Number of deliveries still waiting to be sent.
@@ -416,10 +418,7 @@ impl<'txn> Tables<'txn> {
     }
 
     pub fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
-        match self.deliveries.get(id.as_u128())? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&self.deliveries, id.as_u128())
     }
 
     pub fn put_delivery(&mut self, record: &DeliveryRecord) -> Result<(), StoreError> {
@@ -430,10 +429,7 @@ impl<'txn> Tables<'txn> {
     }
 
     pub fn event(&self, id: EventId) -> Result<Option<EventRecord>, StoreError> {
-        match self.events.get(id.as_u128())? {
-            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
-            None => Ok(None),
-        }
+        read_record(&self.events, id.as_u128())
     }
 
     pub fn put_endpoint_state(
