@@ -228,14 +228,58 @@ pub struct StoreConfig {
     /// The redb file; created on first start.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// Memory redb may use to cache the file's pages, in MiB. The working set of a busy
+    /// gateway is the newest pages; more cache only helps reads of old records.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: usize,
+    /// Settled events (every delivery delivered, dropped or dead-lettered) older than this are
+    /// removed with their deliveries, bodies and attempts. Pending deliveries are never removed.
+    #[serde(default = "default_retention", with = "duration_text")]
+    pub retention: Duration,
+    /// Dead-lettered deliveries (and their events) are kept at least this long, so they can
+    /// be replayed; a replay makes them pending again.
+    #[serde(default = "default_dead_letter_retention", with = "duration_text")]
+    pub dead_letter_retention: Duration,
+    /// How long an idempotency key answers with its original event; after that the key is
+    /// forgotten and the same key publishes a new event.
+    #[serde(default = "default_idempotency_window", with = "duration_text")]
+    pub idempotency_window: Duration,
+    /// How often the retention sweep looks for what has expired.
+    #[serde(default = "default_sweep_interval", with = "duration_text")]
+    pub sweep_interval: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: default_store_path(),
+            cache_mib: default_cache_mib(),
+            retention: default_retention(),
+            dead_letter_retention: default_dead_letter_retention(),
+            idempotency_window: default_idempotency_window(),
+            sweep_interval: default_sweep_interval(),
         }
     }
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+fn default_dead_letter_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+
+fn default_idempotency_window() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+
+fn default_sweep_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_cache_mib() -> usize {
+    64
 }
 
 fn default_store_path() -> PathBuf {
@@ -537,6 +581,19 @@ impl Config {
         {
             return invalid(
                 "server: header_read_timeout, body_timeout and max_connections must be above zero"
+                    .to_owned(),
+            );
+        }
+        let store = &self.store;
+        if store.cache_mib == 0
+            || store.retention.is_zero()
+            || store.dead_letter_retention.is_zero()
+            || store.idempotency_window.is_zero()
+            || store.sweep_interval.is_zero()
+        {
+            return invalid(
+                "store: cache_mib, retention, dead_letter_retention, idempotency_window and \
+                 sweep_interval must be above zero"
                     .to_owned(),
             );
         }

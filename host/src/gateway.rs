@@ -4,12 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::chain::Scanner;
 use crate::config::Config;
 use crate::delivery::endpoint::EndpointError;
-use crate::delivery::scheduler::Scheduler;
 use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriptions};
 use crate::events::{self, PublishRequest};
 use crate::ids::DeliveryId;
@@ -78,7 +75,7 @@ impl Gateway {
         // Outbound TLS uses rustls with the ring provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let payments = Payments::new(config)?;
-        let store = Store::open(&config.store.path)?;
+        let store = Store::open(&config.store.path, config.store.cache_mib << 20)?;
         // Loading runs plugin code (smoke tests); WASI's blocking shims must not run on an
         // async worker thread, so plugins are loaded on a blocking thread.
         let plugins_config = config.clone();
@@ -98,26 +95,27 @@ impl Gateway {
             .map(|endpoint| Endpoint::from_config(endpoint, &config.delivery))
             .collect::<Result<Vec<_>, _>>()?;
         let subscriptions = Arc::new(Subscriptions::new(endpoints, &disabled));
-        let (retries_tx, retries_rx) = mpsc::unbounded_channel();
+        let pending = store.pending_count()?;
         let dispatcher = Arc::new(Dispatcher::new(
+            store.clone(),
             subscriptions.clone(),
             plugins.clone(),
-            retries_tx,
-        ));
+        )?);
         let queue = queue::writer::spawn(store.clone(), subscriptions.clone(), dispatcher.clone())?;
         dispatcher.start(
             queue.clone(),
             HttpSender::new(config.delivery.connect_timeout)?,
         );
-        let mut scheduler = Scheduler::new(store.clone(), dispatcher.clone(), retries_rx);
-        let recovered = scheduler.recover()?;
-        if recovered > 0 {
+        if pending > 0 {
             tracing::info!(
-                deliveries = recovered,
-                "recovered pending deliveries from the store"
+                deliveries = pending,
+                "pending deliveries in the store; the lanes read them back as they have room"
             );
         }
-        tokio::spawn(scheduler.run());
+        tokio::spawn(queue::retention::run(
+            queue.clone(),
+            queue::retention::Retention::from_config(&config.store),
+        ));
         for chain in &config.chains {
             let scanner = Scanner::new(chain, &config.payments, store.clone(), queue.clone());
             tokio::spawn(scanner.run());

@@ -1,5 +1,5 @@
 //! The `hookgate` command: `hookgate serve --config FILE`, `hookgate plugin check FILE`,
-//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, and
+//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, `hookgate store compact`, and
 //! `hookgate payment create|get|list` against a running gateway's admin API.
 
 use std::io::Write as _;
@@ -39,6 +39,9 @@ enum Command {
     /// Test a plugin without a running gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Maintain the redb file while the gateway is stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Create and look up payments on a running gateway (through its admin API).
     Payment {
         #[command(flatten)]
@@ -96,6 +99,17 @@ enum PaymentCommand {
 }
 
 #[derive(Subcommand)]
+enum StoreCommand {
+    /// Returns the free pages left by the retention sweep to the file system. The gateway must
+    /// be stopped (redb holds the file locked while it runs).
+    Compact {
+        /// The gateway's TOML configuration file (for `store.path`).
+        #[arg(long, short, env = "HOOKGATE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum PluginCommand {
     /// Is FILE a valid plugin? Prints its world, imports and exports, and smoke-tests it.
     Check {
@@ -136,6 +150,15 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Payment { api, command } => payment(api, command),
         Command::Serve { config } => serve(config),
+        Command::Store(StoreCommand::Compact { config }) => {
+            let config = Config::load(&config)?;
+            let (before, after) = hookgate::store::compact(&config.store.path)?;
+            println!(
+                "compacted {}: {before} bytes -> {after} bytes",
+                config.store.path.display()
+            );
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Check { file }) => {
             println!("{}", plugins::tool::check(&file)?);
             Ok(())

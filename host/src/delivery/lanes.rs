@@ -1,94 +1,274 @@
-//! Per-endpoint lanes: a queue of due deliveries and a fixed set of workers for each endpoint.
+//! Per-endpoint lanes: a bounded queue of due deliveries, a fixed set of workers and a feeder
+//! for each endpoint.
 //!
 //! An endpoint's `concurrency` bounds its requests in flight, and because every endpoint has
 //! its own workers, a receiver that hangs ties up only its own lane; the others keep
-//! delivering. Workers share their lane's receiver behind an async mutex (only the worker
-//! waiting for the next job holds it), take a job, send it, and report the attempt to the queue
-//! writer; they never touch redb.
+//! delivering. Memory does not grow with the backlog: a lane *holds* (queued, in flight or
+//! rendering) at most [`LANE_LIMIT`] deliveries and [`LANE_BYTES`] of queued bodies. The store's
+//! per-endpoint due-time index is the queue of record:
+//!
+//! * after a commit the writer offers each new delivery to its lane, which takes it while it
+//!   has room and is not behind; otherwise the delivery stays in the store and the lane is
+//!   marked *behind*;
+//! * the lane's feeder reads due deliveries back from the index, oldest first, whenever the
+//!   lane is behind (or a retry falls due) and has room — at start-up that is crash recovery;
+//! * a held delivery stays held until the writer has committed its attempt (or render), so
+//!   the feeder never reads a stale due entry of a delivery in flight and sends it twice.
+//!
+//! Workers take jobs, send them and report to the queue writer; they never touch the store.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::delivery::connection::Connection;
 use crate::delivery::{HttpSender, Subscriber, Subscriptions};
 use crate::ids::DeliveryId;
 use crate::plugins::{ChainOutcome, PluginRegistry};
+use crate::queue::writer::ready;
 use crate::queue::{AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, Sink};
+use crate::store::{PendingDelivery, Store, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
-/// One endpoint's queue of due deliveries.
+/// Most deliveries a lane holds at once: queued, in flight or rendering.
+pub const LANE_LIMIT: usize = 1024;
+
+/// Most body bytes a lane keeps queued (one larger body is still taken when the lane is empty).
+pub const LANE_BYTES: usize = 8 << 20;
+
+/// The feeder reads from the store once this many places are free, so each read is a batch.
+const REFILL_ROOM: usize = LANE_LIMIT / 2;
+
+/// How long the feeder waits before reading again after the store failed.
+const READ_RETRY: Duration = Duration::from_secs(1);
+
+/// One endpoint's lane.
 struct Lane {
-    subscriber: Arc<Subscriber>,
-    tx: mpsc::UnboundedSender<ReadyDelivery>,
-    rx: Mutex<Option<mpsc::UnboundedReceiver<ReadyDelivery>>>,
+    endpoint_id: String,
+    /// `None` for an endpoint that is no longer configured but still has deliveries due: its
+    /// feeder dead-letters them.
+    subscriber: Option<Arc<Subscriber>>,
+    state: Mutex<LaneState>,
+    /// Wakes a worker: the queue has a job.
+    work: Notify,
+    /// Wakes the feeder: the lane has room, fell behind, or learned an earlier due time.
+    feed: Notify,
 }
 
-/// Routes committed deliveries to their endpoint's lane; the queue writer's [`Sink`].
-pub struct Dispatcher {
-    subscriptions: Arc<Subscriptions>,
-    lanes: HashMap<String, Lane>,
-    retries: mpsc::UnboundedSender<(DeliveryId, UnixMillis)>,
+struct LaneState {
+    queue: VecDeque<ReadyDelivery>,
+    queued_bytes: usize,
+    /// Every delivery the lane holds, until the writer commits what became of it.
+    held: HashSet<DeliveryId>,
+    /// Held deliveries whose plugin chain is running; they come back through `offer`.
+    rendering: HashSet<DeliveryId>,
+    /// The store holds due deliveries the lane has not read.
+    behind: bool,
+    /// Counts the deliveries left in the store while behind, so a read that started earlier
+    /// cannot clear `behind` over one it did not see.
+    missed: u64,
+    /// The earliest time a delivery in the store falls due (`MAX`: none known).
+    wake_at: UnixMillis,
+}
+
+impl Lane {
+    fn new(endpoint_id: String, subscriber: Option<Arc<Subscriber>>) -> Self {
+        Self {
+            endpoint_id,
+            subscriber,
+            state: Mutex::new(LaneState {
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+                held: HashSet::new(),
+                rendering: HashSet::new(),
+                // At start-up the store may hold anything: read it first.
+                behind: true,
+                missed: 0,
+                wake_at: UnixMillis::MAX,
+            }),
+            work: Notify::new(),
+            feed: Notify::new(),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A committed delivery that is due now: queued if the lane has room, else left in the
+    /// store for the feeder.
+    fn offer(&self, delivery: ReadyDelivery) {
+        let mut state = self.state();
+        if state.rendering.remove(&delivery.id) {
+            state.push(delivery);
+        } else if state.held.contains(&delivery.id) {
+            // The feeder read it from the store already.
+            return;
+        } else if state.has_room_for(delivery.body.len()) {
+            state.held.insert(delivery.id);
+            state.push(delivery);
+        } else {
+            state.fall_behind();
+            return;
+        }
+        drop(state);
+        self.work.notify_one();
+    }
+
+    /// Whether the lane takes a committed delivery to render now (else the feeder reads it
+    /// back later).
+    fn take_render(&self, id: DeliveryId) -> bool {
+        let mut state = self.state();
+        if state.held.contains(&id) {
+            return false;
+        }
+        if !state.has_room_for(0) {
+            state.fall_behind();
+            return false;
+        }
+        state.held.insert(id);
+        state.rendering.insert(id);
+        true
+    }
+
+    /// The writer committed what became of `id`; it is due again at `next_at` if pending.
+    fn settled(&self, id: DeliveryId, next_at: Option<UnixMillis>) {
+        let mut state = self.state();
+        state.held.remove(&id);
+        state.rendering.remove(&id);
+        let earlier = next_at.is_some_and(|at| at < state.wake_at);
+        if let Some(at) = next_at {
+            state.wake_at = state.wake_at.min(at);
+        }
+        let room = LANE_LIMIT.saturating_sub(state.held.len());
+        let wanted = earlier
+            || (state.worth_reading(room) && (state.behind || state.wake_at <= now_millis()));
+        drop(state);
+        if wanted {
+            self.feed.notify_one();
+        }
+    }
+
+    /// The next job, waiting for one.
+    async fn next(&self) -> ReadyDelivery {
+        loop {
+            let notified = self.work.notified();
+            {
+                let mut state = self.state();
+                if let Some(delivery) = state.queue.pop_front() {
+                    state.queued_bytes -= delivery.body.len();
+                    let more = !state.queue.is_empty();
+                    drop(state);
+                    if more {
+                        self.work.notify_one();
+                    }
+                    return delivery;
+                }
+            }
+            notified.await;
+        }
+    }
+}
+
+impl LaneState {
+    fn has_room_for(&self, bytes: usize) -> bool {
+        !self.behind
+            && self.held.len() < LANE_LIMIT
+            && (self.queued_bytes == 0 || self.queued_bytes + bytes <= LANE_BYTES)
+    }
+
+    /// Whether `room` free places make a read from the store worth it: a batch, or anything at
+    /// all once the workers have run dry.
+    fn worth_reading(&self, room: usize) -> bool {
+        room >= REFILL_ROOM || (room > 0 && self.queue.is_empty())
+    }
+
+    fn fall_behind(&mut self) {
+        self.behind = true;
+        self.missed += 1;
+    }
+
+    fn push(&mut self, delivery: ReadyDelivery) {
+        self.queued_bytes += delivery.body.len();
+        self.queue.push_back(delivery);
+    }
+}
+
+/// What the dispatcher's background tasks share.
+struct Engine {
+    store: Store,
     plugins: Arc<PluginRegistry>,
-    /// Plugin chains rendering committed domain events at once: a catch-up that raises
-    /// thousands of events queues here instead of filling the blocking thread pool.
+    /// Plugin chains rendering committed events at once: a catch-up that raises thousands of
+    /// events queues here instead of filling the blocking thread pool.
     render_slots: Arc<tokio::sync::Semaphore>,
     queue: OnceLock<QueueHandle>,
     runtime: tokio::runtime::Handle,
 }
 
+/// Routes committed deliveries to their endpoint's lane; the queue writer's [`Sink`].
+pub struct Dispatcher {
+    subscriptions: Arc<Subscriptions>,
+    lanes: HashMap<String, Arc<Lane>>,
+    engine: Arc<Engine>,
+}
+
 impl Dispatcher {
-    /// Builds a lane per endpoint. Retry due times go to `retries` (the scheduler); deliveries
-    /// of domain events are rendered with `plugins`. Must run inside the tokio runtime.
+    /// Builds a lane per configured endpoint, and one per endpoint that is gone from the
+    /// configuration but still has deliveries due (they are dead-lettered with a reason).
+    /// Must run inside the tokio runtime.
     pub fn new(
+        store: Store,
         subscriptions: Arc<Subscriptions>,
         plugins: Arc<PluginRegistry>,
-        retries: mpsc::UnboundedSender<(DeliveryId, UnixMillis)>,
-    ) -> Self {
-        let lanes = subscriptions
+    ) -> Result<Self, StoreError> {
+        let mut lanes: HashMap<String, Arc<Lane>> = subscriptions
             .iter()
             .map(|subscriber| {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let lane = Lane {
-                    subscriber: subscriber.clone(),
-                    tx,
-                    rx: Mutex::new(Some(rx)),
-                };
-                (subscriber.endpoint.id.clone(), lane)
+                let id = subscriber.endpoint.id.clone();
+                (
+                    id.clone(),
+                    Arc::new(Lane::new(id, Some(subscriber.clone()))),
+                )
             })
             .collect();
-        Self {
+        for endpoint_id in store.due_endpoints()? {
+            lanes
+                .entry(endpoint_id.clone())
+                .or_insert_with(|| Arc::new(Lane::new(endpoint_id, None)));
+        }
+        Ok(Self {
             subscriptions,
             lanes,
-            retries,
-            plugins,
-            render_slots: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
-            )),
-            queue: OnceLock::new(),
-            runtime: tokio::runtime::Handle::current(),
-        }
+            engine: Arc::new(Engine {
+                store,
+                plugins,
+                render_slots: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
+                )),
+                queue: OnceLock::new(),
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        })
     }
 
-    /// Starts every lane's workers; attempts are reported to `queue`.
+    /// Starts every lane's feeder and workers; attempts are reported to `queue`. The feeders'
+    /// first reads recover whatever the previous run left pending.
     pub fn start(&self, queue: QueueHandle, sender: HttpSender) {
-        let _ = self.queue.set(queue.clone());
+        if self.engine.queue.set(queue.clone()).is_err() {
+            return;
+        }
         for lane in self.lanes.values() {
-            let Some(rx) = lane
-                .rx
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-            else {
+            tokio::spawn(feed(lane.clone(), self.engine.clone()));
+            let Some(subscriber) = &lane.subscriber else {
                 continue;
             };
-            let rx = Arc::new(tokio::sync::Mutex::new(rx));
-            for _ in 0..lane.subscriber.endpoint.concurrency {
+            for _ in 0..subscriber.endpoint.concurrency {
                 tokio::spawn(work(
-                    lane.subscriber.clone(),
-                    rx.clone(),
+                    lane.clone(),
+                    subscriber.clone(),
                     queue.clone(),
                     sender.clone(),
                 ));
@@ -99,41 +279,21 @@ impl Dispatcher {
     pub fn subscriptions(&self) -> &Arc<Subscriptions> {
         &self.subscriptions
     }
-
-    /// Settles a delivery whose endpoint is gone from the configuration.
-    fn dead_letter_orphan(&self, id: DeliveryId, endpoint_id: String) {
-        let Some(queue) = self.queue.get().cloned() else {
-            return;
-        };
-        let reason =
-            format!("endpoint `{endpoint_id}` is no longer configured; add it back and replay");
-        tracing::warn!(delivery_id = %id, %reason, "dead-lettering delivery");
-        self.runtime.spawn(async move {
-            let report = AttemptReport {
-                delivery_id: id,
-                endpoint_id,
-                attempt: None,
-                decision: Decision::DeadLetter { reason },
-            };
-            let _ = queue.record_attempt(report).await;
-        });
-    }
 }
 
 impl Sink for Dispatcher {
     fn deliver_now(&self, delivery: ReadyDelivery) {
-        match self.lanes.get(&delivery.endpoint_id) {
-            Some(lane) => {
-                if let Err(mpsc::error::SendError(delivery)) = lane.tx.send(delivery) {
-                    tracing::error!(delivery_id = %delivery.id, "lane closed; delivery waits for a restart");
-                }
-            }
-            None => self.dead_letter_orphan(delivery.id, delivery.endpoint_id),
+        // Every committed delivery has a lane: a lane exists for each configured endpoint, and
+        // one for each unconfigured endpoint with deliveries in the store at start-up.
+        if let Some(lane) = self.lanes.get(&delivery.endpoint_id) {
+            lane.offer(delivery);
         }
     }
 
-    fn retry_at(&self, id: DeliveryId, at: UnixMillis) {
-        let _ = self.retries.send((id, at));
+    fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>) {
+        if let Some(lane) = self.lanes.get(endpoint_id) {
+            lane.settled(id, next_at);
+        }
     }
 
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>) {
@@ -147,11 +307,21 @@ impl Sink for Dispatcher {
     }
 
     fn render(&self, job: RenderJob) {
-        let Some(subscriber) = self.subscriptions.get(&job.endpoint_id).cloned() else {
-            self.dead_letter_orphan(job.delivery_id, job.endpoint_id);
+        if let Some(lane) = self.lanes.get(&job.endpoint_id)
+            && lane.take_render(job.delivery_id)
+        {
+            self.engine.render(lane, job);
+        }
+    }
+}
+
+impl Engine {
+    /// Runs the endpoint's plugin chain for a held delivery and records the outcome.
+    fn render(&self, lane: &Arc<Lane>, job: RenderJob) {
+        let Some(queue) = self.queue.get().cloned() else {
             return;
         };
-        let Some(queue) = self.queue.get().cloned() else {
+        let Some(subscriber) = lane.subscriber.clone() else {
             return;
         };
         let plugins = self.plugins.clone();
@@ -161,36 +331,170 @@ impl Sink for Dispatcher {
                 return;
             };
             // Plugin calls are CPU work with their own limits: never on an async worker.
+            let endpoint = subscriber.endpoint.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                crate::events::rerender(&job.event, &subscriber.endpoint, &plugins, now_millis())
+                crate::events::rerender(&job.event, &endpoint, &plugins, now_millis())
             })
             .await
             .unwrap_or_else(|err| ChainOutcome::Failed {
                 by: "host".to_owned(),
                 reason: format!("the plugin chain panicked: {err}"),
             });
-            let _ = queue.record_render(job.delivery_id, outcome).await;
+            let _ = queue
+                .record_render(job.delivery_id, job.endpoint_id, outcome)
+                .await;
         });
+    }
+}
+
+/// A lane's feeder: reads due deliveries back from the store while the lane is behind or a
+/// retry falls due, as far as the lane has room.
+async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
+    let mut orphans_reported = false;
+    loop {
+        let notified = lane.feed.notified();
+        let now = now_millis();
+        let plan = {
+            let mut state = lane.state();
+            let room = LANE_LIMIT.saturating_sub(state.held.len());
+            let due = state.behind || state.wake_at <= now;
+            if due && state.worth_reading(room) {
+                // Everything due by `now` is read below; later due times are learned again.
+                state.wake_at = UnixMillis::MAX;
+                Ok((
+                    room,
+                    LANE_BYTES.saturating_sub(state.queued_bytes),
+                    state.missed,
+                    state.held.clone(),
+                ))
+            } else if due {
+                // Full: a settled delivery wakes the feeder.
+                Err(UnixMillis::MAX)
+            } else {
+                Err(state.wake_at)
+            }
+        };
+        let (room, bytes, missed, skip) = match plan {
+            Ok(plan) => plan,
+            Err(wake_at) => {
+                let sleep = Duration::from_millis(wake_at.saturating_sub(now).min(3_600_000));
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(sleep) => {}
+                }
+                continue;
+            }
+        };
+        let store = engine.store.clone();
+        let endpoint_id = lane.endpoint_id.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.due_batch(&endpoint_id, now, &skip, room, bytes)
+        })
+        .await;
+        let batch = match read {
+            Ok(Ok(batch)) => batch,
+            Ok(Err(err)) => {
+                tracing::error!(endpoint_id = %lane.endpoint_id, error = %err,
+                    "cannot read due deliveries; will try again");
+                lane.state().wake_at = now;
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
+            }
+            Err(_) => return,
+        };
+        let mut renders = Vec::new();
+        let mut taken = Vec::new();
+        {
+            let mut state = lane.state();
+            if !batch.complete {
+                state.behind = true;
+            } else if missed == state.missed {
+                state.behind = false;
+            }
+            if let Some(at) = batch.next_at {
+                state.wake_at = state.wake_at.min(at);
+            }
+            for delivery in batch.deliveries {
+                let record = match &delivery {
+                    PendingDelivery::Ready { record, .. }
+                    | PendingDelivery::Unrendered { record, .. } => record,
+                };
+                if !state.held.insert(record.id) {
+                    // The writer offered it while the store was being read.
+                    continue;
+                }
+                match delivery {
+                    PendingDelivery::Ready { record, .. }
+                    | PendingDelivery::Unrendered { record, .. }
+                        if lane.subscriber.is_none() =>
+                    {
+                        taken.push(record.id);
+                    }
+                    PendingDelivery::Ready { record, body } => state.push(ready(&record, body)),
+                    PendingDelivery::Unrendered { record, event } => {
+                        state.rendering.insert(record.id);
+                        renders.push(RenderJob {
+                            delivery_id: record.id,
+                            endpoint_id: record.endpoint_id,
+                            event,
+                        });
+                    }
+                }
+            }
+        }
+        lane.work.notify_one();
+        for job in renders {
+            engine.render(&lane, job);
+        }
+        if !taken.is_empty() {
+            if !orphans_reported {
+                orphans_reported = true;
+                tracing::warn!(endpoint_id = %lane.endpoint_id,
+                    "deliveries to an endpoint that is no longer configured are dead-lettered; add it back and replay them");
+            }
+            dead_letter_orphans(&lane.endpoint_id, taken, &engine).await;
+        }
+    }
+}
+
+/// Settles deliveries whose endpoint is gone from the configuration.
+async fn dead_letter_orphans(endpoint_id: &str, ids: Vec<DeliveryId>, engine: &Engine) {
+    let Some(queue) = engine.queue.get() else {
+        return;
+    };
+    let reason =
+        format!("endpoint `{endpoint_id}` is no longer configured; add it back and replay");
+    for id in ids {
+        let report = AttemptReport {
+            delivery_id: id,
+            endpoint_id: endpoint_id.to_owned(),
+            attempt: None,
+            decision: Decision::DeadLetter {
+                reason: reason.clone(),
+            },
+        };
+        if queue.record_attempt(report).await.is_err() {
+            return;
+        }
     }
 }
 
 /// One worker of a lane: take a due delivery, attempt it, report the outcome.
 async fn work(
-    lane: Arc<Subscriber>,
-    rx: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ReadyDelivery>>>,
+    lane: Arc<Lane>,
+    subscriber: Arc<Subscriber>,
     queue: QueueHandle,
     sender: HttpSender,
 ) {
     let mut connection = sender.connection();
     loop {
-        let next = rx.lock().await.recv().await;
-        let Some(delivery) = next else { return };
+        let delivery = lane.next().await;
         let span = tracing::debug_span!("attempt",
             delivery_id = %delivery.id,
             event_id = %delivery.event_id,
-            endpoint_id = %lane.endpoint.id,
+            endpoint_id = %subscriber.endpoint.id,
             attempt = delivery.attempt_number);
-        let report = attempt(&lane, &sender, &mut connection, delivery)
+        let report = attempt(&subscriber, &sender, &mut connection, delivery)
             .instrument(span)
             .await;
         if queue.record_attempt(report).await.is_err() {

@@ -5,18 +5,18 @@
 //! * [`sender`] — one signed HTTP attempt.
 //! * [`connection`] — a worker's own keep-alive HTTP/1.1 connection (plain or TLS).
 //! * [`subscriptions`] — which endpoints exist, what they subscribe to, whether enabled.
-//! * [`lanes`] — one lane per endpoint with its own workers, so a slow endpoint only slows
-//!   itself; implements [`crate::queue::Sink`].
-//! * [`scheduler`] — the retry timer and start-up recovery, fed from redb's due-time index.
+//! * [`lanes`] — one lane per endpoint with its own workers and a bounded queue fed from the
+//!   store's per-endpoint due-time index (new deliveries, retries and crash recovery), so a
+//!   slow endpoint only slows itself and memory does not grow with its backlog; implements
+//!   [`crate::queue::Sink`].
 //!
 //! Workers never touch redb: they report each attempt to the queue writer, which commits it
-//! and tells the scheduler about the next due time.
+//! and tells the lane when the delivery is next due.
 
 pub mod connection;
 pub mod endpoint;
 pub mod lanes;
 pub mod policy;
-pub mod scheduler;
 pub mod sender;
 pub mod subscriptions;
 

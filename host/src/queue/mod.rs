@@ -18,6 +18,7 @@
 //! batch for every caller in it.
 
 pub mod redb_txn;
+pub mod retention;
 pub mod txn;
 pub mod writer;
 
@@ -214,6 +215,7 @@ pub(crate) enum Command {
     /// The plugin chain ran for a delivery of a committed event.
     Rendered {
         id: DeliveryId,
+        endpoint_id: String,
         outcome: ChainOutcome,
     },
     Replay {
@@ -228,14 +230,21 @@ pub(crate) enum Command {
         reason: Option<String>,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
+    /// One step of the retention sweep, reading events from `cursor` on.
+    Sweep {
+        retention: retention::Retention,
+        cursor: u128,
+        reply: oneshot::Sender<Result<retention::SweepStep, QueueError>>,
+    },
 }
 
 /// Where committed work goes next; implemented by the delivery engine.
 pub trait Sink: Send + Sync + 'static {
     /// A delivery that is due now (freshly published or replayed).
     fn deliver_now(&self, delivery: ReadyDelivery);
-    /// A delivery whose next attempt is due at `at`.
-    fn retry_at(&self, id: DeliveryId, at: UnixMillis);
+    /// An attempt or render of a delivery was committed (or failed to commit): its lane no
+    /// longer holds it, and it is due again at `next_at` if it is still pending.
+    fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>);
     /// An endpoint was disabled (410) or enabled again.
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
     /// A committed delivery whose plugin chain must run before it can be sent.
@@ -270,9 +279,15 @@ impl QueueHandle {
     pub async fn record_render(
         &self,
         id: DeliveryId,
+        endpoint_id: String,
         outcome: ChainOutcome,
     ) -> Result<(), QueueError> {
-        self.send(Command::Rendered { id, outcome }).await
+        self.send(Command::Rendered {
+            id,
+            endpoint_id,
+            outcome,
+        })
+        .await
     }
 
     /// Queues an attempt's result for the next commit.
@@ -304,6 +319,22 @@ impl QueueHandle {
             endpoint_id,
             enabled,
             reason,
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Runs one step of the retention sweep in the next commit.
+    pub async fn sweep(
+        &self,
+        retention: retention::Retention,
+        cursor: u128,
+    ) -> Result<retention::SweepStep, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Sweep {
+            retention,
+            cursor,
             reply,
         })
         .await?;

@@ -33,7 +33,8 @@ use crate::time::UnixMillis;
 pub(super) struct AfterCommit {
     pub deliver_now: Vec<ReadyDelivery>,
     pub render: Vec<RenderJob>,
-    pub retries: Vec<(DeliveryId, UnixMillis)>,
+    /// (endpoint, delivery, next due time): an attempt or a render whose outcome is committed.
+    pub settled: Vec<(String, DeliveryId, Option<UnixMillis>)>,
     pub endpoint_changes: Vec<(String, Option<String>)>,
 }
 
@@ -81,7 +82,6 @@ impl Txn for RedbTxn<'_, '_> {
         let mut records = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
             let delivery = DeliveryRecord {
-                next_attempt_at: Some(self.now),
                 needs_render: !endpoint.plugins.is_empty(),
                 ..DeliveryRecord::pending(DeliveryId::new(), id, endpoint.id.clone(), self.now)
             };
@@ -98,10 +98,8 @@ impl Txn for RedbTxn<'_, '_> {
             self.tables.idempotency.insert(key.as_str(), id.as_u128())?;
         }
         let record = Arc::new(record);
-        for delivery in records {
-            self.tables
-                .due
-                .insert((self.now, delivery.id.as_u128()), ())?;
+        for mut delivery in records {
+            self.tables.schedule(&mut delivery, self.now)?;
             self.tables.put_delivery(&delivery)?;
             if delivery.needs_render {
                 self.after.render.push(RenderJob {
@@ -243,16 +241,16 @@ pub(super) fn publish(
     after: &mut AfterCommit,
 ) -> Result<PublishOutcome, StoreError> {
     if let Some(key) = &event.idempotency_key {
-        if let Some(existing) = tables.idempotency.get(key.as_str())? {
-            let existing = EventId::from_u128(existing.value());
-            let record = tables
-                .event(existing)?
-                .ok_or_else(|| corrupt(format!("idempotency key points at missing {existing}")))?;
-            return Ok(if record.fingerprint == event.fingerprint {
-                PublishOutcome::Replayed(summary(&record))
-            } else {
-                PublishOutcome::Conflict { key: key.clone() }
-            });
+        let existing = tables.idempotency.get(key.as_str())?.map(|id| id.value());
+        // A key whose event the retention sweep already removed is forgotten with it.
+        if let Some(record) = existing.map(EventId::from_u128).map(|id| tables.event(id)) {
+            if let Some(record) = record? {
+                return Ok(if record.fingerprint == event.fingerprint {
+                    PublishOutcome::Replayed(summary(&record))
+                } else {
+                    PublishOutcome::Conflict { key: key.clone() }
+                });
+            }
         }
         tables
             .idempotency
@@ -291,10 +289,7 @@ pub(super) fn publish(
         match &delivery.content {
             DeliveryContent::Ready(payload) => {
                 set_payload(tables, &mut record, payload)?;
-                record.next_attempt_at = Some(event.created_at);
-                tables
-                    .due
-                    .insert((event.created_at, delivery.id.as_u128()), ())?;
+                tables.schedule(&mut record, event.created_at)?;
                 after.deliver_now.push(ready(&record, payload.body.clone()));
             }
             DeliveryContent::Parked { reason } => {

@@ -61,6 +61,7 @@ enum Applied {
     Recorded,
     Replayed(ReplayOutcome),
     EndpointSet,
+    Swept(super::retention::SweepStep),
 }
 
 impl Writer {
@@ -97,8 +98,23 @@ impl Writer {
             for job in after.render {
                 self.sink.render(job);
             }
-            for (id, at) in after.retries {
-                self.sink.retry_at(id, at);
+            for (endpoint_id, id, next_at) in after.settled {
+                self.sink.settled(&endpoint_id, id, next_at);
+            }
+        } else {
+            // Nothing was recorded: the lanes read these deliveries again shortly.
+            let again = Some(now_millis() + 1_000);
+            for command in batch.iter() {
+                match command {
+                    Command::RecordAttempt(report) => {
+                        self.sink
+                            .settled(&report.endpoint_id, report.delivery_id, again)
+                    }
+                    Command::Rendered {
+                        id, endpoint_id, ..
+                    } => self.sink.settled(endpoint_id, *id, again),
+                    _ => {}
+                }
             }
         }
         let applied = applied.map_err(|err| QueueError::Store(Arc::new(err)));
@@ -137,13 +153,25 @@ impl Writer {
                         record_attempt(&mut tables, report, now, after)?;
                         Applied::Recorded
                     }
-                    Command::Rendered { id, outcome } => {
-                        rendered(&mut tables, *id, outcome, now, after)?;
+                    Command::Rendered {
+                        id,
+                        endpoint_id,
+                        outcome,
+                    } => {
+                        rendered(&mut tables, *id, endpoint_id, outcome, now, after)?;
                         Applied::Recorded
                     }
                     Command::Replay { id, payload, .. } => {
                         Applied::Replayed(replay(&mut tables, *id, payload.as_ref(), now, after)?)
                     }
+                    Command::Sweep {
+                        retention, cursor, ..
+                    } => Applied::Swept(super::retention::sweep(
+                        &mut tables,
+                        retention,
+                        *cursor,
+                        now,
+                    )?),
                     Command::SetEndpointEnabled {
                         endpoint_id,
                         enabled,
@@ -187,6 +215,12 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
         Command::SetEndpointEnabled { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
+        Command::Sweep { reply, .. } => {
+            let _ = reply.send(result.map(|applied| match applied {
+                Applied::Swept(step) => step.clone(),
+                _ => unreachable!("a sweep command yields a sweep result"),
+            }));
+        }
         Command::RecordAttempt(report) => {
             if let Err(err) = result {
                 tracing::error!(delivery_id = %report.delivery_id, error = %err,
@@ -206,15 +240,19 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
 fn rendered(
     tables: &mut Tables<'_>,
     id: DeliveryId,
+    endpoint_id: &str,
     outcome: &ChainOutcome,
     now: UnixMillis,
     after: &mut AfterCommit,
 ) -> Result<(), StoreError> {
+    let settled = (endpoint_id.to_owned(), id, None);
     let Some(mut record) = tables.delivery(id)? else {
+        after.settled.push(settled);
         return Ok(());
     };
     if record.status != DeliveryStatus::Pending || !record.needs_render {
-        // Rendered twice (recovery raced the first render): the first result stands.
+        // Rendered twice (a replay raced the render): the first result stands.
+        after.settled.push(settled);
         return Ok(());
     }
     match outcome {
@@ -223,20 +261,19 @@ fn rendered(
             after.deliver_now.push(ready(&record, payload.body.clone()));
         }
         ChainOutcome::Dropped { by } => {
-            if let Some(due) = record.next_attempt_at.take() {
-                tables.due.remove((due, id.as_u128()))?;
-            }
+            tables.unschedule(&mut record)?;
             record.status = DeliveryStatus::Dropped;
             record.last_error = Some(format!("dropped by the plugin filter {by}"));
         }
         ChainOutcome::Failed { reason, .. } => {
-            if let Some(due) = record.next_attempt_at.take() {
-                tables.due.remove((due, id.as_u128()))?;
-            }
+            tables.unschedule(&mut record)?;
             tracing::warn!(delivery_id = %id, endpoint_id = %record.endpoint_id, %reason,
                 "plugin chain failed; delivery parked");
             dead_letter(tables, &mut record, reason, now)?;
         }
+    }
+    if !matches!(outcome, ChainOutcome::Deliver(_)) {
+        after.settled.push(settled);
     }
     tables.put_delivery(&record)
 }
@@ -247,6 +284,15 @@ fn record_attempt(
     now: UnixMillis,
     after: &mut AfterCommit,
 ) -> Result<(), StoreError> {
+    // The lane may take the delivery again once it is due (never while this attempt is
+    // uncommitted, or it could read a stale due entry and send twice).
+    let next_at = match &report.decision {
+        Decision::Retry { at } => Some(*at),
+        _ => None,
+    };
+    after
+        .settled
+        .push((report.endpoint_id.clone(), report.delivery_id, next_at));
     let Some(mut record) = tables.delivery(report.delivery_id)? else {
         tracing::warn!(delivery_id = %report.delivery_id, "attempt for an unknown delivery ignored");
         return Ok(());
@@ -263,22 +309,18 @@ fn record_attempt(
         )?;
         record.attempt_count = record.attempt_count.max(attempt.number);
     }
-    if let Some(due) = record.next_attempt_at.take() {
-        tables.due.remove((due, record.id.as_u128()))?;
-    }
+    tables.unschedule(&mut record)?;
     match &report.decision {
         Decision::Delivered => {
             record.status = DeliveryStatus::Delivered;
             record.last_error = None;
         }
         Decision::Retry { at } => {
-            record.next_attempt_at = Some(*at);
+            tables.schedule(&mut record, *at)?;
             record.last_error = report
                 .attempt
                 .as_ref()
                 .and_then(|attempt| attempt.error.clone());
-            tables.due.insert((*at, record.id.as_u128()), ())?;
-            after.retries.push((record.id, *at));
         }
         Decision::DeadLetter { reason } => {
             dead_letter(tables, &mut record, reason, now)?;
@@ -334,8 +376,7 @@ fn replay(
     }
     record.status = DeliveryStatus::Pending;
     record.cycle_start = record.attempt_count;
-    record.next_attempt_at = Some(now);
-    tables.due.insert((now, id.as_u128()), ())?;
+    tables.schedule(&mut record, now)?;
     let body = stored_body(tables, &record)?;
     after.deliver_now.push(ready(&record, body));
     tables.put_delivery(&record)?;

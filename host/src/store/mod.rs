@@ -10,7 +10,7 @@
 
 mod records;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use bytes::Bytes;
 
 use redb::{
     Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-    WriteTransaction,
+    TableHandle as _, WriteTransaction,
 };
 
 use crate::ids::{DeliveryId, EventId, PaymentId};
@@ -40,8 +40,12 @@ pub(crate) const DELIVERIES: TableDefinition<u128, &[u8]> = TableDefinition::new
 pub(crate) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("bodies");
 /// (delivery id, attempt number) → [`AttemptRecord`] (JSON).
 pub(crate) const ATTEMPTS: TableDefinition<(u128, u32), &[u8]> = TableDefinition::new("attempts");
-/// (due at, delivery id) for every pending delivery: what recovery and retries read.
-pub(crate) const DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("due");
+/// (endpoint, due at, delivery id) for every pending delivery: each endpoint's lane reads its
+/// own due deliveries from here, oldest first, as it has room (also after a crash).
+pub(crate) const DUE: TableDefinition<(&str, u64, u128), ()> =
+    TableDefinition::new("due_by_endpoint");
+/// The due-time index before it was keyed by endpoint; migrated at open.
+const OLD_DUE: TableDefinition<(u64, u128), ()> = TableDefinition::new("due");
 /// (dead-lettered at, delivery id): the dead-letter list, oldest first.
 pub(crate) const DEAD_LETTERS: TableDefinition<(u64, u128), ()> =
     TableDefinition::new("dead_letters");
@@ -81,6 +85,8 @@ pub enum StoreError {
         path: String,
         source: Box<redb::DatabaseError>,
     },
+    #[error("the redb file {path} is open in another process: stop the gateway first")]
+    InUse { path: String },
     #[error("redb: {0}")]
     Redb(#[from] Box<redb::Error>),
     #[error("a stored record is unreadable: {0}")]
@@ -101,7 +107,8 @@ from_redb!(
     redb::TransactionError,
     redb::TableError,
     redb::StorageError,
-    redb::CommitError
+    redb::CommitError,
+    redb::CompactionError
 );
 
 /// A pending delivery as it is read back for sending.
@@ -165,8 +172,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the redb file and makes sure every table exists.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the redb file and makes sure every table exists. redb caches up to
+    /// `cache_bytes` of pages in memory.
+    pub fn open(path: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         if let Some(parent) = path
             .parent()
             .filter(|parent| !parent.as_os_str().is_empty())
@@ -176,10 +184,13 @@ impl Store {
                 source: Box::new(redb::DatabaseError::Storage(redb::StorageError::Io(err))),
             })?;
         }
-        let db = Database::create(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source: Box::new(source),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(path)
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source: Box::new(source),
+            })?;
         // The file holds the plugin cache key and every payload: owner-only.
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|err| {
@@ -197,6 +208,7 @@ impl Store {
                 meta.insert(PLUGIN_CACHE_KEY, key.as_slice())?;
             }
         }
+        migrate_due_index(&txn)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -243,6 +255,14 @@ impl Store {
         ids: &[DeliveryId],
     ) -> Result<Vec<PendingDelivery>, StoreError> {
         let txn = self.db.begin_read()?;
+        self.pending_in(&txn, ids)
+    }
+
+    fn pending_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        ids: &[DeliveryId],
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
         let deliveries = txn.open_table(DELIVERIES)?;
         let bodies = txn.open_table(BODIES)?;
         let events = txn.open_table(EVENTS)?;
@@ -272,21 +292,75 @@ impl Store {
         Ok(list)
     }
 
-    /// Entries of the due-time index with `from <= due < until`, earliest first.
-    pub fn due_between(
+    /// Up to `limit` deliveries of `endpoint` due by `now` that are not in `skip`, oldest due
+    /// first, loading bodies until they pass `byte_budget` (at least one is loaded).
+    pub fn due_batch(
         &self,
-        from: UnixMillis,
-        until: UnixMillis,
-    ) -> Result<Vec<(UnixMillis, DeliveryId)>, StoreError> {
+        endpoint: &str,
+        now: UnixMillis,
+        skip: &HashSet<DeliveryId>,
+        limit: usize,
+        byte_budget: usize,
+    ) -> Result<DueBatch, StoreError> {
         let txn = self.db.begin_read()?;
         let due = txn.open_table(DUE)?;
-        let mut list = Vec::new();
-        for entry in due.range((from, 0)..(until, 0))? {
+        let mut ids = Vec::new();
+        let mut batch = DueBatch {
+            deliveries: Vec::new(),
+            complete: true,
+            next_at: None,
+        };
+        for entry in due.range((endpoint, 0, 0)..=(endpoint, u64::MAX, u128::MAX))? {
             let (key, _) = entry?;
-            let (at, id) = key.value();
-            list.push((at, DeliveryId::from_u128(id)));
+            let (_, at, id) = key.value();
+            if at > now {
+                batch.next_at = Some(at);
+                break;
+            }
+            let id = DeliveryId::from_u128(id);
+            if skip.contains(&id) {
+                continue;
+            }
+            if ids.len() == limit {
+                batch.complete = false;
+                break;
+            }
+            ids.push(id);
         }
-        Ok(list)
+        drop(due);
+        let mut bytes = 0;
+        for (index, delivery) in self.pending_in(&txn, &ids)?.into_iter().enumerate() {
+            if let PendingDelivery::Ready { body, .. } = &delivery {
+                bytes += body.len();
+            }
+            batch.deliveries.push(delivery);
+            if bytes > byte_budget && index + 1 < ids.len() {
+                batch.complete = false;
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The endpoints that have deliveries in the due-time index.
+    pub fn due_endpoints(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let mut endpoints: Vec<String> = Vec::new();
+        loop {
+            let next = match endpoints.last() {
+                // The smallest key after every key of the previous endpoint.
+                Some(last) => due
+                    .range((format!("{last}\0").as_str(), 0, 0)..)?
+                    .next()
+                    .transpose()?,
+                None => due.first()?,
+            };
+            let Some((key, _)) = next else {
+                return Ok(endpoints);
+            };
+            endpoints.push(key.value().0.to_owned());
+        }
     }
 
     /// One event.
@@ -381,6 +455,70 @@ impl Store {
     }
 }
 
+/// Compacts the redb file at `path` (the gateway must be stopped); returns its size before
+/// and after.
+pub fn compact(path: &Path) -> Result<(u64, u64), StoreError> {
+    let size = |path: &Path| std::fs::metadata(path).map(|meta| meta.len());
+    let open_error = |source: redb::DatabaseError| StoreError::Open {
+        path: path.display().to_string(),
+        source: Box::new(source),
+    };
+    let before = size(path)
+        .map_err(|err| open_error(redb::DatabaseError::Storage(redb::StorageError::Io(err))))?;
+    let mut db = Database::open(path).map_err(|err| match err {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+            path: path.display().to_string(),
+        },
+        other => open_error(other),
+    })?;
+    while db.compact()? {}
+    drop(db);
+    let after = size(path)
+        .map_err(|err| open_error(redb::DatabaseError::Storage(redb::StorageError::Io(err))))?;
+    Ok((before, after))
+}
+
+/// What a lane read from the due-time index.
+#[derive(Debug, Default)]
+pub struct DueBatch {
+    pub deliveries: Vec<PendingDelivery>,
+    /// Every delivery due by then (and not skipped) is in `deliveries`.
+    pub complete: bool,
+    /// The earliest due time after `now`, if any.
+    pub next_at: Option<UnixMillis>,
+}
+
+/// Moves entries of the old global due-time index into the per-endpoint one.
+fn migrate_due_index(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let exists = txn
+        .list_tables()?
+        .any(|table| table.name() == OLD_DUE.name());
+    if !exists {
+        return Ok(());
+    }
+    let moved = {
+        let old = txn.open_table(OLD_DUE)?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let mut due = txn.open_table(DUE)?;
+        let mut moved = 0usize;
+        for entry in old.iter()? {
+            let (key, _) = entry?;
+            let (at, id) = key.value();
+            if let Some(record) = read_record::<u128, DeliveryRecord>(&deliveries, id)? {
+                due.insert((record.endpoint_id.as_str(), at, id), ())?;
+                moved += 1;
+            }
+        }
+        moved
+    };
+    txn.delete_table(OLD_DUE)?;
+    tracing::info!(
+        deliveries = moved,
+        "moved the due-time index to its per-endpoint form"
+    );
+    Ok(())
+}
+
 /// Every table, opened inside one write transaction.
 pub(crate) struct Tables<'txn> {
     pub events: redb::Table<'txn, u128, &'static [u8]>,
@@ -388,7 +526,7 @@ pub(crate) struct Tables<'txn> {
     pub deliveries: redb::Table<'txn, u128, &'static [u8]>,
     pub bodies: redb::Table<'txn, u128, &'static [u8]>,
     pub attempts: redb::Table<'txn, (u128, u32), &'static [u8]>,
-    pub due: redb::Table<'txn, (u64, u128), ()>,
+    pub due: redb::Table<'txn, (&'static str, u64, u128), ()>,
     pub dead_letters: redb::Table<'txn, (u64, u128), ()>,
     pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
     pub payments: redb::Table<'txn, u128, &'static [u8]>,
@@ -396,6 +534,7 @@ pub(crate) struct Tables<'txn> {
     pub open_payments: redb::Table<'txn, (&'static str, u128), (bool, u64)>,
     pub cursors: redb::Table<'txn, &'static str, &'static [u8]>,
     pub counters: redb::Table<'txn, &'static str, u64>,
+    pub meta: redb::Table<'txn, &'static str, &'static [u8]>,
 }
 
 impl<'txn> Tables<'txn> {
@@ -414,6 +553,7 @@ impl<'txn> Tables<'txn> {
             open_payments: txn.open_table(OPEN_PAYMENTS)?,
             cursors: txn.open_table(CURSORS)?,
             counters: txn.open_table(COUNTERS)?,
+            meta: txn.open_table(META)?,
         })
     }
 
@@ -430,6 +570,28 @@ impl<'txn> Tables<'txn> {
 
     pub fn event(&self, id: EventId) -> Result<Option<EventRecord>, StoreError> {
         read_record(&self.events, id.as_u128())
+    }
+
+    /// Makes `record` due at `at` (moving its due-index entry); the caller stores the record.
+    pub fn schedule(
+        &mut self,
+        record: &mut DeliveryRecord,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.unschedule(record)?;
+        record.next_attempt_at = Some(at);
+        self.due
+            .insert((record.endpoint_id.as_str(), at, record.id.as_u128()), ())?;
+        Ok(())
+    }
+
+    /// Takes `record` out of the due-time index (it is settled, or parked).
+    pub fn unschedule(&mut self, record: &mut DeliveryRecord) -> Result<(), StoreError> {
+        if let Some(at) = record.next_attempt_at.take() {
+            self.due
+                .remove((record.endpoint_id.as_str(), at, record.id.as_u128()))?;
+        }
+        Ok(())
     }
 
     pub fn put_endpoint_state(
