@@ -300,16 +300,17 @@ async fn batch_publish_answers_each_event_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn endpoints_are_listed_without_their_secrets() {
+async fn endpoints_are_listed_without_their_secrets_or_query_values() {
     let rotation = format!(
         "event_types = [\"payment.confirmed\"]\nprevious_secret = \"{OTHER_SECRET}\"\n\
          previous_secret_expires_at = \"2099-01-01T00:00:00Z\""
     );
     let config = endpoint("orders", "http://127.0.0.1:9/orders", &rotation)
-        + &endpoint("audit", "http://127.0.0.1:9/audit", "");
+        + &endpoint("audit", "http://127.0.0.1:9/audit?token=tk-8271&v=2", "");
     let gateway = Gateway::start(&config).await;
 
     let list = gateway.get_json("/v1/endpoints").await;
+    assert!(!list.text.contains("tk-8271"), "{}", list.text);
     let orders = gateway.get_json("/v1/endpoints/orders").await;
     for answer in [&list, &orders] {
         assert_eq!(answer.status, 200, "{answer:#?}");
@@ -343,6 +344,10 @@ async fn endpoints_are_listed_without_their_secrets() {
         .find(|endpoint| endpoint["id"] == "audit")
         .unwrap_or_else(|| panic!("audit is not listed: {list:#?}"));
     assert_eq!(audit["event_types"], json!(["*"]));
+    assert_eq!(
+        audit["url"], "http://127.0.0.1:9/audit?token=redacted&v=redacted",
+        "query values often carry tokens: only their names are shown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@ use crate::time::UnixMillis;
 #[derive(Debug)]
 pub struct Endpoint {
     pub id: String,
-    /// The URL as configured, for display.
+    /// The URL for display: as configured, with each query value replaced by `redacted`
+    /// (query strings often carry a receiver's token).
     pub url: String,
     /// Where and how requests go.
     pub target: Target,
@@ -102,6 +103,25 @@ pub enum EndpointError {
     Secret { id: String, source: SecretError },
 }
 
+/// `url` with every query value replaced by `redacted`, names kept.
+pub fn redacted(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.query().is_none() {
+        return url.to_owned();
+    }
+    let names: Vec<String> = parsed
+        .query_pairs()
+        .map(|(name, _)| name.into_owned())
+        .collect();
+    parsed
+        .query_pairs_mut()
+        .clear()
+        .extend_pairs(names.iter().map(|name| (name, "redacted")));
+    parsed.into()
+}
+
 impl Endpoint {
     /// Builds the runtime form of a validated endpoint config.
     pub fn from_config(
@@ -125,7 +145,7 @@ impl Endpoint {
         };
         Ok(Self {
             id: config.id.clone(),
-            url: config.url.clone(),
+            url: redacted(&config.url),
             target,
             event_types: config.event_types.clone(),
             key: SigningKey::new(&config.secret).map_err(secret_error)?,
@@ -164,5 +184,26 @@ impl Endpoint {
             .as_ref()
             .filter(|(_, expiry)| now < *expiry)
             .map(|(key, _)| key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn query_values_are_redacted_and_everything_else_kept() {
+        assert_eq!(
+            redacted("https://hooks.example/in?token=abc&team=7"),
+            "https://hooks.example/in?token=redacted&team=redacted"
+        );
+        assert_eq!(
+            redacted("http://127.0.0.1:9/orders"),
+            "http://127.0.0.1:9/orders"
+        );
+        assert_eq!(
+            redacted("https://h.example/p?flag"),
+            "https://h.example/p?flag=redacted"
+        );
     }
 }
