@@ -11,7 +11,7 @@
 //! 2. **Steady**: `BENCH_RATE` events per second (default 1 000) for `BENCH_SECS` seconds
 //!    (default 10), each a single `POST /v1/events` launched open-loop at its scheduled instant,
 //!    so a slow gateway cannot slow the offered load down. Latency is measured from that
-//!    instant to the arrival at the receiver.
+//!    instant to the publish answer and to the arrival at the receiver.
 //!
 //! Figures are printed as plain lines; nothing is asserted. Every wait has a deadline
 //! (`BENCH_TIMEOUT_SECS`, default 600), so the run is bounded even when the gateway is not.
@@ -26,130 +26,18 @@
 #[path = "../../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::Gateway;
+use support::counting::{Arrivals, start_receiver};
 use support::measure::{env_number, peak_rss, percentiles};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 const BATCH: usize = 500;
 const PUBLISHERS: usize = 4;
-
-/// Arrival times by `webhook-id`, first arrival only; counts every request.
-///
-/// The receiver is part of the measured machine (it shares the two cores with the gateway), so
-/// it does as little as it can: one map insert per request, and a wake-up only when the count
-/// a waiter asked for is reached, not on every arrival.
-struct Arrivals {
-    first: Mutex<HashMap<String, Instant>>,
-    requests: AtomicUsize,
-    distinct: AtomicUsize,
-    /// The distinct count [`Arrivals::wait_for`] is waiting for.
-    target: AtomicUsize,
-    reached: Notify,
-}
-
-impl Arrivals {
-    fn new(capacity: usize) -> Self {
-        Self {
-            first: Mutex::new(HashMap::with_capacity(capacity)),
-            requests: AtomicUsize::new(0),
-            distinct: AtomicUsize::new(0),
-            target: AtomicUsize::new(usize::MAX),
-            reached: Notify::new(),
-        }
-    }
-
-    fn record(&self, webhook_id: Option<String>) {
-        let now = Instant::now();
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        let Some(id) = webhook_id else { return };
-        let mut first = self.first.lock().unwrap();
-        let before = first.len();
-        first.entry(id).or_insert(now);
-        let distinct = first.len();
-        drop(first);
-        if distinct > before {
-            self.distinct.fetch_max(distinct, Ordering::AcqRel);
-            if distinct >= self.target.load(Ordering::Acquire) {
-                self.reached.notify_waiters();
-            }
-        }
-    }
-
-    fn distinct(&self) -> usize {
-        self.distinct.load(Ordering::Acquire)
-    }
-
-    fn arrival(&self, id: &str) -> Option<Instant> {
-        self.first.lock().unwrap().get(id).copied()
-    }
-
-    /// Waits until `count` distinct events arrived; false at the deadline.
-    async fn wait_for(&self, count: usize, within: Duration) -> bool {
-        let reached = self.reached.notified();
-        tokio::pin!(reached);
-        // Register before publishing the target, so an arrival in between cannot be missed.
-        reached.as_mut().enable();
-        self.target.store(count, Ordering::Release);
-        if self.distinct() >= count {
-            return true;
-        }
-        tokio::time::timeout(within, reached).await.is_ok() || self.distinct() >= count
-    }
-}
-
-/// A keep-alive HTTP/1.1 receiver answering 204 to everything.
-async fn start_receiver(arrivals: Arc<Arrivals>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binding the receiver");
-    let address = listener.local_addr().expect("receiver address");
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let arrivals = arrivals.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                    let arrivals = arrivals.clone();
-                    async move {
-                        let webhook_id = request
-                            .headers()
-                            .get("webhook-id")
-                            .and_then(|value| value.to_str().ok())
-                            .map(str::to_owned);
-                        let _ = request.into_body().collect().await;
-                        arrivals.record(webhook_id);
-                        Ok::<_, Infallible>(
-                            hyper::Response::builder()
-                                .status(204)
-                                .body(Empty::<Bytes>::new())
-                                .expect("a 204 response"),
-                        )
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    address
-}
 
 fn payload(seq: usize) -> Value {
     json!({
@@ -356,6 +244,7 @@ async fn steady_phase(
     // phase 2's.
     let before = arrivals.distinct();
     let sent = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let answered = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let failures = Arc::new(AtomicUsize::new(0));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = tokio::time::Instant::now();
@@ -365,10 +254,12 @@ async fn steady_phase(
         tokio::time::sleep_until(scheduled).await;
         let gateway = gateway.clone();
         let sent = sent.clone();
+        let answered = answered.clone();
         let failures = failures.clone();
         requests.push(tokio::spawn(async move {
             let body = json!({"type": "payment.confirmed", "data": payload(seq)});
             let answer = gateway.post_json("/v1/events", &body).await;
+            answered.lock().unwrap().push(scheduled.elapsed());
             let published = (answer.status == 201)
                 .then(|| serde_json::from_value::<PublishedEvent>(answer.json).ok())
                 .flatten()
@@ -390,6 +281,10 @@ async fn steady_phase(
         "offered: {total} events in {offered:.2?} ({:.0}/s), {} failed",
         total as f64 / offered.as_secs_f64(),
         failures.load(Ordering::Relaxed)
+    );
+    println!(
+        "steady publish answer latency: {}",
+        percentiles(&mut answered.lock().unwrap())
     );
     let complete = arrivals.wait_for(before + sent.len(), within).await;
     let (mut latency, missing) = latencies(&arrivals, &sent);
@@ -416,7 +311,7 @@ fn main() {
         .expect("starting the tokio runtime");
     runtime.block_on(async {
         let arrivals = Arc::new(Arrivals::new(events + (rate * seconds) as usize));
-        let receiver = start_receiver(arrivals.clone()).await;
+        let receiver = start_receiver(arrivals.clone(), Arc::default()).await;
         let mut config = support::endpoint(
             "bench",
             &format!("http://{receiver}/hook"),

@@ -15,6 +15,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod counting;
 pub mod measure;
 
 use std::collections::HashMap;
@@ -112,21 +113,26 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra environment variables for the process.
     pub async fn start_with_env(sections: &str, env: &[(&str, &str)]) -> Self {
-        Self::launch("", sections, env).await
+        Self::launch("", "", sections, env).await
     }
 
     /// Like [`Gateway::start`], with extra `[server]` settings (`key = value` lines).
     pub async fn start_with_server(server: &str, sections: &str) -> Self {
-        Self::launch(server, sections, &[]).await
+        Self::launch(server, "", sections, &[]).await
     }
 
-    async fn launch(server: &str, sections: &str, env: &[(&str, &str)]) -> Self {
+    /// Like [`Gateway::start`], with extra `[store]` settings (`key = value` lines).
+    pub async fn start_with_store(store: &str, sections: &str) -> Self {
+        Self::launch("", store, sections, &[]).await
+    }
+
+    async fn launch(server: &str, store: &str, sections: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let config_path = dir.path().join("hookgate.toml");
         let store_path = dir.path().join("hookgate.redb");
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{server}\n\n\
-             [store]\npath = '{}'\n\n{sections}",
+             [store]\npath = '{}'\n{store}\n\n{sections}",
             store_path.display()
         );
         std::fs::write(&config_path, config).expect("writing the config file");
