@@ -1,10 +1,10 @@
-//! Publishing: turns a publish request into a [`NewEvent`] with its fan-out decided and each
-//! endpoint's plugin chain run.
+//! Publishing: turns a publish request into a [`NewEvent`] with its fan-out decided, and runs
+//! an endpoint's plugin chain on a committed event.
 //!
 //! The default body is the Standard Webhooks shape `{"type","timestamp","id","data"}`. It is
-//! rendered once here, then each endpoint's plugins may drop the event or reshape the body;
-//! the result is stored with each delivery before the commit, so every retry sends the same
-//! bytes and the delivery records which plugin versions produced them.
+//! rendered once per event; each endpoint's plugins may drop the event or reshape the body.
+//! Their result is stored with the delivery before its first attempt, so every retry sends the
+//! same bytes and the delivery records which plugin versions produced them.
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -15,7 +15,7 @@ use crate::ids::{DeliveryId, EventId};
 use crate::plugins::chain::{self, ChainInput};
 use crate::plugins::{ChainOutcome, PluginRegistry, Rendered};
 use crate::queue::{DeliveryContent, NewDelivery, NewEvent};
-use crate::store::{DroppedRef, EventRecord};
+use crate::store::EventRecord;
 use crate::time::{UnixMillis, rfc3339};
 
 /// Most events in one batch publish.
@@ -96,50 +96,32 @@ pub fn fingerprint(event_type: &str, data_json: &str) -> String {
     hex::encode(hash.finalize())
 }
 
-/// Builds the event and its fan-out: one delivery per enabled endpoint subscribed to the type,
-/// each with the body its plugin chain produced (or parked with the chain's failure), and the
-/// endpoints whose filters dropped it. Blocking when endpoints have plugins: they run here.
+/// Builds the event and its fan-out: one delivery per enabled endpoint subscribed to the type.
+/// Endpoints without plugins get the default body, rendered here once; the others are rendered
+/// by their plugin chain in their own lane after the commit (see [`rerender`]), so a publish
+/// never waits for a plugin.
 pub fn prepare(
     request: PublishRequest,
     subscriptions: &Subscriptions,
-    plugins: &PluginRegistry,
     now: UnixMillis,
 ) -> NewEvent {
     let id = EventId::new();
-    let event_id = id.to_string();
     let data = request.data.get();
     let fingerprint = fingerprint(&request.event_type, data);
-    let input = ChainInput {
-        event_id: &event_id,
-        event_type: &request.event_type,
-        timestamp: now / 1000,
-        data,
-        body: default_body_with_id(&event_id, &request.event_type, now, data),
-    };
-    let mut deliveries = Vec::new();
-    let mut dropped = Vec::new();
-    for endpoint in subscriptions.subscribers(&request.event_type) {
-        let content = match render(plugins, &endpoint, &input, now) {
-            ChainOutcome::Deliver(rendered) => DeliveryContent::Ready(rendered),
-            ChainOutcome::Dropped { by } => {
-                tracing::debug!(event_id = %id, endpoint_id = %endpoint.id, %by, "event dropped by a plugin filter");
-                dropped.push(DroppedRef {
-                    endpoint_id: endpoint.id.clone(),
-                    by,
-                });
-                continue;
-            }
-            ChainOutcome::Failed { reason, .. } => {
-                tracing::warn!(event_id = %id, endpoint_id = %endpoint.id, %reason, "plugin chain failed; delivery parked");
-                DeliveryContent::Parked { reason }
-            }
-        };
-        deliveries.push(NewDelivery {
+    let body = default_body(id, &request.event_type, now, data);
+    let deliveries = subscriptions
+        .subscribers(&request.event_type)
+        .into_iter()
+        .map(|endpoint| NewDelivery {
             id: DeliveryId::new(),
             endpoint_id: endpoint.id.clone(),
-            content,
-        });
-    }
+            content: if endpoint.plugins.is_empty() {
+                DeliveryContent::Ready(Rendered::default_json(body.clone()))
+            } else {
+                DeliveryContent::Render
+            },
+        })
+        .collect();
     NewEvent {
         id,
         fingerprint,
@@ -148,11 +130,11 @@ pub fn prepare(
         data: request.data,
         idempotency_key: request.idempotency_key,
         deliveries,
-        dropped,
     }
 }
 
-/// Renders a stored event for one endpoint again (replay of a delivery parked by a plugin).
+/// Runs `endpoint`'s plugin chain on a committed event (after the commit, and again when a
+/// delivery parked by a plugin is replayed). Blocking: plugins run here.
 pub fn rerender(
     event: &EventRecord,
     endpoint: &Endpoint,

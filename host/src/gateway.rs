@@ -56,17 +56,8 @@ pub struct Gateway {
     queue: QueueHandle,
     dispatcher: Arc<Dispatcher>,
     plugins: Arc<PluginRegistry>,
-    /// Whether any endpoint has a plugin chain (publishing then runs on a blocking thread).
-    any_plugins: bool,
-    /// Publishes whose plugin chains run at once. A chain may wait up to the wall-clock bound
-    /// per plugin without using CPU, so this is well above the core count; past it, publishes
-    /// queue as tasks instead of growing the blocking thread pool (and its memory).
-    prepare_slots: tokio::sync::Semaphore,
     payments: Payments,
 }
-
-/// See [`Gateway::prepare_slots`].
-const PREPARE_SLOTS: usize = 64;
 
 impl Gateway {
     /// Opens the store, recovers pending deliveries and starts the delivery engine.
@@ -121,14 +112,9 @@ impl Gateway {
             tokio::spawn(scanner.run());
         }
         Ok(Arc::new(Self {
-            prepare_slots: tokio::sync::Semaphore::new(PREPARE_SLOTS),
             payments,
             store,
             queue,
-            any_plugins: config
-                .endpoints
-                .iter()
-                .any(|endpoint| !endpoint.plugins.is_empty()),
             dispatcher,
             plugins,
         }))
@@ -140,32 +126,10 @@ impl Gateway {
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<PublishOutcome>, QueueError> {
         let now = now_millis();
-        let events = if self.any_plugins {
-            let _slot = self
-                .prepare_slots
-                .acquire()
-                .await
-                .map_err(|_| QueueError::Closed)?;
-            // Plugin calls are CPU work with their own time limit: keep them off the async
-            // workers that serve the API and the deliveries.
-            let subscriptions = self.dispatcher.subscriptions().clone();
-            let plugins = self.plugins.clone();
-            tokio::task::spawn_blocking(move || {
-                requests
-                    .into_iter()
-                    .map(|request| events::prepare(request, &subscriptions, &plugins, now))
-                    .collect()
-            })
-            .await
-            .map_err(|_| QueueError::Closed)?
-        } else {
-            requests
-                .into_iter()
-                .map(|request| {
-                    events::prepare(request, self.dispatcher.subscriptions(), &self.plugins, now)
-                })
-                .collect()
-        };
+        let events = requests
+            .into_iter()
+            .map(|request| events::prepare(request, self.dispatcher.subscriptions(), now))
+            .collect();
         self.queue.publish(events).await
     }
 
@@ -183,6 +147,12 @@ impl Gateway {
     /// Sends a finished delivery again. A delivery parked by a plugin failure runs its
     /// endpoint's plugin chain first, with the versions now in force.
     pub async fn replay(&self, id: DeliveryId) -> Result<Replay, ReplayError> {
+        // Only a configured endpoint has workers to send it.
+        if let Some((record, _)) = self.store.delivery(id)?
+            && self.subscriptions().get(&record.endpoint_id).is_none()
+        {
+            return Ok(Replay::EndpointMissing(record.endpoint_id));
+        }
         match self.queue.replay(id, None).await? {
             ReplayOutcome::Scheduled => return Ok(Replay::Scheduled),
             ReplayOutcome::NotFound => return Ok(Replay::NotFound),

@@ -29,18 +29,24 @@ use crate::delivery::{HttpSender, Subscriber, Subscriptions};
 use crate::ids::DeliveryId;
 use crate::plugins::{ChainOutcome, PluginRegistry};
 use crate::queue::writer::ready;
-use crate::queue::{AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, Sink};
+use crate::queue::{
+    AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, RenderResult, Sink,
+};
 use crate::store::{PendingDelivery, Store, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
 /// Most deliveries a lane holds at once: queued, in flight or rendering.
-pub const LANE_LIMIT: usize = 1024;
+pub const LANE_LIMIT: usize = 4096;
 
 /// Most body bytes a lane keeps queued (one larger body is still taken when the lane is empty).
 pub const LANE_BYTES: usize = 8 << 20;
 
 /// The feeder reads from the store once this many places are free, so each read is a batch.
-const REFILL_ROOM: usize = LANE_LIMIT / 2;
+const REFILL_ROOM: usize = LANE_LIMIT / 4;
+
+/// Most deliveries one blocking-thread hand-off renders. A plugin that stalls every call makes
+/// a chunk take this many wall-clock bounds, on its own endpoint's render slot only.
+const RENDER_CHUNK: usize = 32;
 
 /// How long the feeder waits before reading again after the store failed.
 const READ_RETRY: Duration = Duration::from_secs(1);
@@ -56,6 +62,9 @@ struct Lane {
     work: Notify,
     /// Wakes the feeder: the lane has room, fell behind, or learned an earlier due time.
     feed: Notify,
+    /// Plugin chains of this endpoint running at once. Per lane, so a plugin that stalls every
+    /// call (up to the wall-clock bound each) slows only its own endpoint's renders.
+    render_slots: Arc<tokio::sync::Semaphore>,
 }
 
 struct LaneState {
@@ -91,6 +100,9 @@ impl Lane {
             }),
             work: Notify::new(),
             feed: Notify::new(),
+            render_slots: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
+            )),
         }
     }
 
@@ -102,6 +114,13 @@ impl Lane {
     /// store for the feeder.
     fn offer(&self, delivery: ReadyDelivery) {
         let mut state = self.state();
+        if self.subscriber.is_none() {
+            // No workers here: the feeder reads it back and dead-letters it.
+            state.fall_behind();
+            drop(state);
+            self.feed.notify_one();
+            return;
+        }
         if state.rendering.remove(&delivery.id) {
             state.push(delivery);
         } else if state.held.contains(&delivery.id) {
@@ -201,9 +220,6 @@ impl LaneState {
 struct Engine {
     store: Store,
     plugins: Arc<PluginRegistry>,
-    /// Plugin chains rendering committed events at once: a catch-up that raises thousands of
-    /// events queues here instead of filling the blocking thread pool.
-    render_slots: Arc<tokio::sync::Semaphore>,
     queue: OnceLock<QueueHandle>,
     runtime: tokio::runtime::Handle,
 }
@@ -245,9 +261,6 @@ impl Dispatcher {
             engine: Arc::new(Engine {
                 store,
                 plugins,
-                render_slots: Arc::new(tokio::sync::Semaphore::new(
-                    std::thread::available_parallelism().map_or(2, |cores| cores.get() * 2),
-                )),
                 queue: OnceLock::new(),
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -306,44 +319,78 @@ impl Sink for Dispatcher {
         }
     }
 
-    fn render(&self, job: RenderJob) {
-        if let Some(lane) = self.lanes.get(&job.endpoint_id)
-            && lane.take_render(job.delivery_id)
-        {
-            self.engine.render(lane, job);
+    fn render(&self, jobs: Vec<RenderJob>) {
+        let mut by_lane: HashMap<&str, Vec<RenderJob>> = HashMap::new();
+        for job in jobs {
+            if let Some((id, lane)) = self.lanes.get_key_value(&job.endpoint_id)
+                && lane.take_render(job.delivery_id)
+            {
+                by_lane.entry(id.as_str()).or_default().push(job);
+            }
+        }
+        for (id, jobs) in by_lane {
+            self.engine.render(&self.lanes[id], jobs);
         }
     }
 }
 
 impl Engine {
-    /// Runs the endpoint's plugin chain for a held delivery and records the outcome.
-    fn render(&self, lane: &Arc<Lane>, job: RenderJob) {
-        let Some(queue) = self.queue.get().cloned() else {
+    /// Runs the endpoint's plugin chain for held deliveries and records the outcomes, in
+    /// chunks: one blocking-thread hand-off and one writer command per chunk.
+    fn render(&self, lane: &Arc<Lane>, jobs: Vec<RenderJob>) {
+        let Some(queue) = self.queue.get() else {
             return;
         };
-        let Some(subscriber) = lane.subscriber.clone() else {
+        let Some(subscriber) = &lane.subscriber else {
             return;
         };
-        let plugins = self.plugins.clone();
-        let slots = self.render_slots.clone();
-        self.runtime.spawn(async move {
-            let Ok(_slot) = slots.acquire_owned().await else {
-                return;
-            };
-            // Plugin calls are CPU work with their own limits: never on an async worker.
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let chunk: Vec<RenderJob> = jobs.by_ref().take(RENDER_CHUNK).collect();
+            let queue = queue.clone();
             let endpoint = subscriber.endpoint.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                crate::events::rerender(&job.event, &endpoint, &plugins, now_millis())
-            })
-            .await
-            .unwrap_or_else(|err| ChainOutcome::Failed {
-                by: "host".to_owned(),
-                reason: format!("the plugin chain panicked: {err}"),
-            });
-            let _ = queue
-                .record_render(job.delivery_id, job.endpoint_id, outcome)
+            let plugins = self.plugins.clone();
+            let slots = lane.render_slots.clone();
+            self.runtime.spawn(async move {
+                let Ok(_slot) = slots.acquire_owned().await else {
+                    return;
+                };
+                let ids: Vec<DeliveryId> = chunk.iter().map(|job| job.delivery_id).collect();
+                let endpoint_id = endpoint.id.clone();
+                // Plugin calls are CPU work with their own limits: never on an async worker.
+                let results = tokio::task::spawn_blocking(move || {
+                    chunk
+                        .into_iter()
+                        .map(|job| RenderResult {
+                            outcome: crate::events::rerender(
+                                &job.event,
+                                &endpoint,
+                                &plugins,
+                                now_millis(),
+                            ),
+                            delivery_id: job.delivery_id,
+                            endpoint_id: job.endpoint_id,
+                        })
+                        .collect::<Vec<_>>()
+                })
                 .await;
-        });
+                let results = match results {
+                    Ok(results) => results,
+                    Err(err) => ids
+                        .into_iter()
+                        .map(|delivery_id| RenderResult {
+                            delivery_id,
+                            endpoint_id: endpoint_id.clone(),
+                            outcome: ChainOutcome::Failed {
+                                by: "host".to_owned(),
+                                reason: format!("the plugin chain panicked: {err}"),
+                            },
+                        })
+                        .collect(),
+                };
+                let _ = queue.record_renders(results).await;
+            });
+        }
     }
 }
 
@@ -443,8 +490,8 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
             }
         }
         lane.work.notify_one();
-        for job in renders {
-            engine.render(&lane, job);
+        if !renders.is_empty() {
+            engine.render(&lane, renders);
         }
         if !taken.is_empty() {
             if !orphans_reported {

@@ -54,8 +54,6 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     pub fingerprint: String,
     pub deliveries: Vec<NewDelivery>,
-    /// Endpoints whose plugin chain dropped the event.
-    pub dropped: Vec<DroppedRef>,
 }
 
 /// One delivery of a new event: the endpoint and what it will receive.
@@ -66,13 +64,13 @@ pub struct NewDelivery {
     pub content: DeliveryContent,
 }
 
-/// What a new delivery will send, or why it cannot send anything yet.
+/// What a new delivery will send.
 #[derive(Debug, Clone)]
 pub enum DeliveryContent {
     /// The exact body and headers every attempt sends.
     Ready(Rendered),
-    /// The plugin chain failed: the delivery is parked with this reason, replayable.
-    Parked { reason: String },
+    /// The endpoint's plugin chain renders it after the commit.
+    Render,
 }
 
 /// What the queue knows about a committed event, as the API reports it.
@@ -208,16 +206,20 @@ pub struct RenderJob {
     pub event: Arc<EventRecord>,
 }
 
+/// What an endpoint's plugin chain made of a delivery's event.
+#[derive(Debug)]
+pub struct RenderResult {
+    pub delivery_id: DeliveryId,
+    pub endpoint_id: String,
+    pub outcome: ChainOutcome,
+}
+
 /// One request to the writer.
 pub(crate) enum Command {
     Work(Box<dyn Job>),
     RecordAttempt(AttemptReport),
-    /// The plugin chain ran for a delivery of a committed event.
-    Rendered {
-        id: DeliveryId,
-        endpoint_id: String,
-        outcome: ChainOutcome,
-    },
+    /// Plugin chains ran for deliveries of committed events.
+    Rendered(Vec<RenderResult>),
     Replay {
         id: DeliveryId,
         /// A freshly rendered payload for a delivery parked by a plugin failure.
@@ -247,8 +249,8 @@ pub trait Sink: Send + Sync + 'static {
     fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>);
     /// An endpoint was disabled (410) or enabled again.
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
-    /// A committed delivery whose plugin chain must run before it can be sent.
-    fn render(&self, job: RenderJob);
+    /// Committed deliveries whose plugin chain must run before they can be sent.
+    fn render(&self, jobs: Vec<RenderJob>);
 }
 
 /// The sending side of the writer's channel; cheap to clone.
@@ -275,19 +277,9 @@ impl QueueHandle {
         answer.await.map_err(|_| QueueError::Closed)?
     }
 
-    /// Queues the plugin chain's result for a delivery of a committed event.
-    pub async fn record_render(
-        &self,
-        id: DeliveryId,
-        endpoint_id: String,
-        outcome: ChainOutcome,
-    ) -> Result<(), QueueError> {
-        self.send(Command::Rendered {
-            id,
-            endpoint_id,
-            outcome,
-        })
-        .await
+    /// Queues plugin chains' results for deliveries of committed events.
+    pub async fn record_renders(&self, results: Vec<RenderResult>) -> Result<(), QueueError> {
+        self.send(Command::Rendered(results)).await
     }
 
     /// Queues an attempt's result for the next commit.

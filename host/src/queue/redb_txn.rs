@@ -243,14 +243,14 @@ pub(super) fn publish(
     if let Some(key) = &event.idempotency_key {
         let existing = tables.idempotency.get(key.as_str())?.map(|id| id.value());
         // A key whose event the retention sweep already removed is forgotten with it.
-        if let Some(record) = existing.map(EventId::from_u128).map(|id| tables.event(id)) {
-            if let Some(record) = record? {
-                return Ok(if record.fingerprint == event.fingerprint {
-                    PublishOutcome::Replayed(summary(&record))
-                } else {
-                    PublishOutcome::Conflict { key: key.clone() }
-                });
-            }
+        if let Some(id) = existing
+            && let Some(record) = tables.event(EventId::from_u128(id))?
+        {
+            return Ok(if record.fingerprint == event.fingerprint {
+                PublishOutcome::Replayed(summary(&record))
+            } else {
+                PublishOutcome::Conflict { key: key.clone() }
+            });
         }
         tables
             .idempotency
@@ -269,35 +269,39 @@ pub(super) fn publish(
             .map(|delivery| DeliveryRef {
                 id: delivery.id,
                 endpoint_id: delivery.endpoint_id.clone(),
-                parked: match &delivery.content {
-                    DeliveryContent::Ready(_) => None,
-                    DeliveryContent::Parked { reason } => Some(reason.clone()),
-                },
+                parked: None,
             })
             .collect(),
-        dropped: event.dropped.clone(),
+        dropped: Vec::new(),
     };
     let raw = serde_json::to_vec(&record)?;
     tables.events.insert(event.id.as_u128(), raw.as_slice())?;
+    let record = Arc::new(record);
     for delivery in &event.deliveries {
-        let mut record = DeliveryRecord::pending(
+        let mut pending = DeliveryRecord::pending(
             delivery.id,
             event.id,
             delivery.endpoint_id.clone(),
             event.created_at,
         );
+        tables.schedule(&mut pending, event.created_at)?;
         match &delivery.content {
             DeliveryContent::Ready(payload) => {
-                set_payload(tables, &mut record, payload)?;
-                tables.schedule(&mut record, event.created_at)?;
-                after.deliver_now.push(ready(&record, payload.body.clone()));
+                set_payload(tables, &mut pending, payload)?;
+                after
+                    .deliver_now
+                    .push(ready(&pending, payload.body.clone()));
             }
-            DeliveryContent::Parked { reason } => {
-                record.needs_render = true;
-                dead_letter(tables, &mut record, reason, event.created_at)?;
+            DeliveryContent::Render => {
+                pending.needs_render = true;
+                after.render.push(RenderJob {
+                    delivery_id: delivery.id,
+                    endpoint_id: delivery.endpoint_id.clone(),
+                    event: record.clone(),
+                });
             }
         }
-        tables.put_delivery(&record)?;
+        tables.put_delivery(&pending)?;
     }
     Ok(PublishOutcome::Created(summary(&record)))
 }

@@ -12,7 +12,9 @@ use redb::ReadableTable as _;
 use tokio::sync::mpsc;
 
 use super::redb_txn::{AfterCommit, RedbTxn, dead_letter, set_payload, stored_body};
-use super::{AttemptReport, Command, Decision, QueueError, QueueHandle, ReplayOutcome, Sink};
+use super::{
+    AttemptReport, Command, Decision, QueueError, QueueHandle, RenderResult, ReplayOutcome, Sink,
+};
 use crate::delivery::Subscriptions;
 use crate::ids::DeliveryId;
 use crate::plugins::{ChainOutcome, Rendered};
@@ -95,8 +97,8 @@ impl Writer {
             for delivery in after.deliver_now {
                 self.sink.deliver_now(delivery);
             }
-            for job in after.render {
-                self.sink.render(job);
+            if !after.render.is_empty() {
+                self.sink.render(after.render);
             }
             for (endpoint_id, id, next_at) in after.settled {
                 self.sink.settled(&endpoint_id, id, next_at);
@@ -110,9 +112,12 @@ impl Writer {
                         self.sink
                             .settled(&report.endpoint_id, report.delivery_id, again)
                     }
-                    Command::Rendered {
-                        id, endpoint_id, ..
-                    } => self.sink.settled(endpoint_id, *id, again),
+                    Command::Rendered(results) => {
+                        for result in results {
+                            self.sink
+                                .settled(&result.endpoint_id, result.delivery_id, again);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -153,12 +158,10 @@ impl Writer {
                         record_attempt(&mut tables, report, now, after)?;
                         Applied::Recorded
                     }
-                    Command::Rendered {
-                        id,
-                        endpoint_id,
-                        outcome,
-                    } => {
-                        rendered(&mut tables, *id, endpoint_id, outcome, now, after)?;
+                    Command::Rendered(results) => {
+                        for result in results.iter() {
+                            rendered(&mut tables, result, now, after)?;
+                        }
                         Applied::Recorded
                     }
                     Command::Replay { id, payload, .. } => {
@@ -224,28 +227,32 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
         Command::RecordAttempt(report) => {
             if let Err(err) = result {
                 tracing::error!(delivery_id = %report.delivery_id, error = %err,
-                    "attempt result not recorded; the delivery is retried after a restart");
+                    "attempt result not recorded; the delivery is sent again shortly");
             }
         }
-        Command::Rendered { id, .. } => {
+        Command::Rendered(results) => {
             if let Err(err) = result {
-                tracing::error!(delivery_id = %id, error = %err,
-                    "rendered body not recorded; the chain runs again after a restart");
+                tracing::error!(deliveries = results.len(), error = %err,
+                    "rendered bodies not recorded; the chains run again shortly");
             }
         }
     }
 }
 
-/// Records what an endpoint's plugin chain made of a committed domain event.
+/// Records what an endpoint's plugin chain made of a committed event.
 fn rendered(
     tables: &mut Tables<'_>,
-    id: DeliveryId,
-    endpoint_id: &str,
-    outcome: &ChainOutcome,
+    result: &RenderResult,
     now: UnixMillis,
     after: &mut AfterCommit,
 ) -> Result<(), StoreError> {
-    let settled = (endpoint_id.to_owned(), id, None);
+    let RenderResult {
+        delivery_id: id,
+        endpoint_id,
+        outcome,
+    } = result;
+    let id = *id;
+    let settled = (endpoint_id.clone(), id, None);
     let Some(mut record) = tables.delivery(id)? else {
         after.settled.push(settled);
         return Ok(());
