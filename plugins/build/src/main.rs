@@ -31,7 +31,12 @@ struct PluginCrate {
 }
 
 fn main() -> anyhow::Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+    // `cargo run` sets CARGO_MANIFEST_DIR for the process: prefer it to the path baked in at
+    // compile time, which is stale when a shared target dir was built from another checkout.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let root = manifest_dir
         .ancestors()
         .nth(2)
         .context("the build tool lives at plugins/build in the repository")?
