@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export WEBHOOK_SECRET="whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
-export HOOKGATE_ADMIN_TOKEN="demo-admin-token"
+export HOOKGATE_ADMIN_TOKEN="demo-admin-token-for-the-local-demo"
 PAYER=0x8626f6940E2eb28930eFb4CeF49B2d1F2C9C1199   # anvil's account 19
 work=$PWD/target/demo
 rm -rf "$work" && mkdir -p "$work/plugins"

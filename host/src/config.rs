@@ -16,6 +16,12 @@ use crate::signing::Secret;
 use crate::time::{UnixMillis, parse_rfc3339};
 
 /// The endpoint id that `WEBHOOK_URL` / `WEBHOOK_SECRET` define.
+/// The admin token `config.example.toml` ships with; refused, since anyone can read it.
+const EXAMPLE_ADMIN_TOKEN: &str = "change-me-to-a-long-random-string";
+
+/// The shortest admin token accepted.
+const MIN_ADMIN_TOKEN_CHARS: usize = 24;
+
 pub const DEFAULT_ENDPOINT_ID: &str = "default";
 
 /// A configuration that could not be loaded; the message says which field and what to do.
@@ -562,16 +568,25 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
+        const GENERATE: &str = "generate one with `openssl rand -hex 32`";
         match &self.server.admin_token {
             None => {
-                return invalid(
+                return invalid(format!(
                     "server.admin_token is not set: set it in the config file or in \
-                     HOOKGATE_ADMIN_TOKEN (there is no default token)"
-                        .to_owned(),
-                );
+                     HOOKGATE_ADMIN_TOKEN (there is no default token); {GENERATE}"
+                ));
             }
-            Some(token) if token.expose().len() < 8 => {
-                return invalid("server.admin_token must be at least 8 characters".to_owned());
+            Some(token) if token.expose() == EXAMPLE_ADMIN_TOKEN => {
+                return invalid(format!(
+                    "server.admin_token is still the example's placeholder, which anyone can \
+                     read; {GENERATE}"
+                ));
+            }
+            Some(token) if token.expose().chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                return invalid(format!(
+                    "server.admin_token must be at least {MIN_ADMIN_TOKEN_CHARS} characters; \
+                     {GENERATE}"
+                ));
             }
             Some(_) => {}
         }
@@ -898,7 +913,7 @@ mod tests {
 
     const MINIMAL: &str = r#"
         [server]
-        admin_token = "a-long-token"
+        admin_token = "a-token-long-enough-for-tests"
         [[endpoints]]
         id = "orders"
         url = "http://127.0.0.1:9000/hook"
@@ -914,9 +929,13 @@ mod tests {
     }
 
     #[test]
-    fn the_documented_example_config_loads() {
+    fn the_documented_example_config_loads_once_its_token_is_replaced() {
         let example = include_str!("../config.example.toml");
-        let config = load(example, &[]).unwrap();
+        let err = load(example, &[]).unwrap_err();
+        assert!(err.to_string().contains("placeholder"), "{err}");
+        assert!(err.to_string().contains("openssl rand -hex 32"), "{err}");
+        let token = [("HOOKGATE_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")];
+        let config = load(example, &token).unwrap();
         assert_eq!(config.endpoints[0].id, "orders");
         assert_eq!(config.plugins.memory_limit_mib, 16);
     }
@@ -961,6 +980,14 @@ mod tests {
     fn a_missing_admin_token_is_refused() {
         let err = load("", &[]).unwrap_err();
         assert!(err.to_string().contains("admin_token"), "{err}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_with_how_to_make_one() {
+        let short = MINIMAL.replace("a-token-long-enough-for-tests", "only-23-characters-long");
+        let err = load(&short, &[]).unwrap_err();
+        assert!(err.to_string().contains("at least 24 characters"), "{err}");
+        assert!(err.to_string().contains("openssl rand"), "{err}");
     }
 
     #[test]

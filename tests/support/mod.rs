@@ -41,7 +41,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 
 /// The admin token every test gateway is configured with.
-pub const ADMIN_TOKEN: &str = "test-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// A `whsec_` secret (24 random bytes) for endpoints in tests.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
