@@ -32,7 +32,7 @@ use crate::queue::writer::ready;
 use crate::queue::{
     AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, RenderResult, Sink,
 };
-use crate::store::{PendingDelivery, Store, StoreError};
+use crate::store::{DueBatch, PendingDelivery, Store, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
 /// Most deliveries a lane holds at once: queued, in flight or rendering.
@@ -40,6 +40,9 @@ pub const LANE_LIMIT: usize = 4096;
 
 /// Most body bytes a lane keeps queued (one larger body is still taken when the lane is empty).
 pub const LANE_BYTES: usize = 8 << 20;
+
+/// Most held deliveries whose plugin chain is still to run: each holds its event in memory.
+const RENDER_LIMIT: usize = 128;
 
 /// The feeder reads from the store once this many places are free, so each read is a batch.
 const REFILL_ROOM: usize = LANE_LIMIT / 4;
@@ -81,6 +84,11 @@ struct LaneState {
     missed: u64,
     /// The earliest time a delivery in the store falls due (`MAX`: none known).
     wake_at: UnixMillis,
+    /// The feeder is reading a snapshot of the store taken after it copied `held`.
+    reading: bool,
+    /// Deliveries settled while the feeder reads: its snapshot may show them still due, so
+    /// they are not taken from that read (their next due time is known from `settled`).
+    settled_while_reading: HashSet<DeliveryId>,
 }
 
 impl Lane {
@@ -97,6 +105,8 @@ impl Lane {
                 behind: true,
                 missed: 0,
                 wake_at: UnixMillis::MAX,
+                reading: false,
+                settled_while_reading: HashSet::new(),
             }),
             work: Notify::new(),
             feed: Notify::new(),
@@ -122,6 +132,12 @@ impl Lane {
             return;
         }
         if state.rendering.remove(&delivery.id) {
+            if state.queued_bytes > 0 && state.queued_bytes + delivery.body.len() > LANE_BYTES {
+                // Over the byte bound: the rendered body is in the store; read it back later.
+                state.held.remove(&delivery.id);
+                state.fall_behind();
+                return;
+            }
             state.push(delivery);
         } else if state.held.contains(&delivery.id) {
             // The feeder read it from the store already.
@@ -140,11 +156,14 @@ impl Lane {
     /// Whether the lane takes a committed delivery to render now (else the feeder reads it
     /// back later).
     fn take_render(&self, id: DeliveryId) -> bool {
+        if self.subscriber.is_none() {
+            return false;
+        }
         let mut state = self.state();
         if state.held.contains(&id) {
             return false;
         }
-        if !state.has_room_for(0) {
+        if !state.has_room_for(0) || state.rendering.len() >= RENDER_LIMIT {
             state.fall_behind();
             return false;
         }
@@ -158,6 +177,9 @@ impl Lane {
         let mut state = self.state();
         state.held.remove(&id);
         state.rendering.remove(&id);
+        if state.reading {
+            state.settled_while_reading.insert(id);
+        }
         let earlier = next_at.is_some_and(|at| at < state.wake_at);
         if let Some(at) = next_at {
             state.wake_at = state.wake_at.min(at);
@@ -202,7 +224,8 @@ impl LaneState {
     /// Whether `room` free places make a read from the store worth it: a batch, or anything at
     /// all once the workers have run dry.
     fn worth_reading(&self, room: usize) -> bool {
-        room >= REFILL_ROOM || (room > 0 && self.queue.is_empty())
+        self.queued_bytes < LANE_BYTES
+            && (room >= REFILL_ROOM || (room > 0 && self.queue.is_empty()))
     }
 
     fn fall_behind(&mut self) {
@@ -401,27 +424,7 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
     loop {
         let notified = lane.feed.notified();
         let now = now_millis();
-        let plan = {
-            let mut state = lane.state();
-            let room = LANE_LIMIT.saturating_sub(state.held.len());
-            let due = state.behind || state.wake_at <= now;
-            if due && state.worth_reading(room) {
-                // Everything due by `now` is read below; later due times are learned again.
-                state.wake_at = UnixMillis::MAX;
-                Ok((
-                    room,
-                    LANE_BYTES.saturating_sub(state.queued_bytes),
-                    state.missed,
-                    state.held.clone(),
-                ))
-            } else if due {
-                // Full: a settled delivery wakes the feeder.
-                Err(UnixMillis::MAX)
-            } else {
-                Err(state.wake_at)
-            }
-        };
-        let (room, bytes, missed, skip) = match plan {
+        let plan = match lane.plan_read(now) {
             Ok(plan) => plan,
             Err(wake_at) => {
                 let sleep = Duration::from_millis(wake_at.saturating_sub(now).min(3_600_000));
@@ -434,61 +437,27 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
         };
         let store = engine.store.clone();
         let endpoint_id = lane.endpoint_id.clone();
+        let missed = plan.missed;
         let read = tokio::task::spawn_blocking(move || {
-            store.due_batch(&endpoint_id, now, &skip, room, bytes)
+            store.due_batch(&endpoint_id, now, &plan.skip, plan.room, plan.bytes)
         })
         .await;
         let batch = match read {
             Ok(Ok(batch)) => batch,
-            Ok(Err(err)) => {
-                tracing::error!(endpoint_id = %lane.endpoint_id, error = %err,
+            failed => {
+                let error = match failed {
+                    Ok(Err(err)) => err.to_string(),
+                    Err(err) => format!("the read panicked: {err}"),
+                    Ok(Ok(_)) => unreachable!("handled above"),
+                };
+                tracing::error!(endpoint_id = %lane.endpoint_id, %error,
                     "cannot read due deliveries; will try again");
-                lane.state().wake_at = now;
+                lane.read_failed(now);
                 tokio::time::sleep(READ_RETRY).await;
                 continue;
             }
-            Err(_) => return,
         };
-        let mut renders = Vec::new();
-        let mut taken = Vec::new();
-        {
-            let mut state = lane.state();
-            if !batch.complete {
-                state.behind = true;
-            } else if missed == state.missed {
-                state.behind = false;
-            }
-            if let Some(at) = batch.next_at {
-                state.wake_at = state.wake_at.min(at);
-            }
-            for delivery in batch.deliveries {
-                let record = match &delivery {
-                    PendingDelivery::Ready { record, .. }
-                    | PendingDelivery::Unrendered { record, .. } => record,
-                };
-                if !state.held.insert(record.id) {
-                    // The writer offered it while the store was being read.
-                    continue;
-                }
-                match delivery {
-                    PendingDelivery::Ready { record, .. }
-                    | PendingDelivery::Unrendered { record, .. }
-                        if lane.subscriber.is_none() =>
-                    {
-                        taken.push(record.id);
-                    }
-                    PendingDelivery::Ready { record, body } => state.push(ready(&record, body)),
-                    PendingDelivery::Unrendered { record, event } => {
-                        state.rendering.insert(record.id);
-                        renders.push(RenderJob {
-                            delivery_id: record.id,
-                            endpoint_id: record.endpoint_id,
-                            event,
-                        });
-                    }
-                }
-            }
-        }
+        let (renders, taken) = lane.accept(batch, missed);
         lane.work.notify_one();
         if !renders.is_empty() {
             engine.render(&lane, renders);
@@ -501,6 +470,103 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
             }
             dead_letter_orphans(&lane.endpoint_id, taken, &engine).await;
         }
+    }
+}
+
+/// What the feeder reads next.
+struct ReadPlan {
+    room: usize,
+    bytes: usize,
+    missed: u64,
+    skip: HashSet<DeliveryId>,
+}
+
+impl Lane {
+    /// Starts a read of the store if the lane is behind (or a retry is due) and has room;
+    /// otherwise says until when to sleep (`MAX`: until woken).
+    fn plan_read(&self, now: UnixMillis) -> Result<ReadPlan, UnixMillis> {
+        let mut state = self.state();
+        let room = LANE_LIMIT.saturating_sub(state.held.len());
+        let due = state.behind || state.wake_at <= now;
+        if !due {
+            return Err(state.wake_at);
+        }
+        if !state.worth_reading(room) {
+            // Full: a settled delivery wakes the feeder.
+            return Err(UnixMillis::MAX);
+        }
+        // Everything due by `now` is read; later due times are learned again.
+        state.wake_at = UnixMillis::MAX;
+        state.reading = true;
+        state.settled_while_reading.clear();
+        Ok(ReadPlan {
+            room,
+            bytes: if state.queued_bytes == 0 {
+                usize::MAX
+            } else {
+                LANE_BYTES.saturating_sub(state.queued_bytes)
+            },
+            missed: state.missed,
+            skip: state.held.clone(),
+        })
+    }
+
+    fn read_failed(&self, now: UnixMillis) {
+        let mut state = self.state();
+        state.reading = false;
+        state.wake_at = now;
+    }
+
+    /// Takes what a read found: queues ready deliveries, returns the ones to render and (for
+    /// an unconfigured endpoint) the ones to dead-letter. Skips what the lane came to hold
+    /// during the read and what was settled during it (the snapshot predates its outcome).
+    fn accept(&self, batch: DueBatch, missed: u64) -> (Vec<RenderJob>, Vec<DeliveryId>) {
+        let mut renders = Vec::new();
+        let mut taken = Vec::new();
+        let mut state = self.state();
+        state.reading = false;
+        let settled = std::mem::take(&mut state.settled_while_reading);
+        let mut complete = batch.complete;
+        if let Some(at) = batch.next_at {
+            state.wake_at = state.wake_at.min(at);
+        }
+        for delivery in batch.deliveries {
+            let (record, unrendered) = match &delivery {
+                PendingDelivery::Ready { record, .. } => (record, false),
+                PendingDelivery::Unrendered { record, .. } => (record, true),
+            };
+            if state.held.contains(&record.id) || settled.contains(&record.id) {
+                continue;
+            }
+            if unrendered && self.subscriber.is_some() && state.rendering.len() >= RENDER_LIMIT {
+                complete = false;
+                continue;
+            }
+            state.held.insert(record.id);
+            match delivery {
+                PendingDelivery::Ready { record, .. }
+                | PendingDelivery::Unrendered { record, .. }
+                    if self.subscriber.is_none() =>
+                {
+                    taken.push(record.id);
+                }
+                PendingDelivery::Ready { record, body } => state.push(ready(&record, body)),
+                PendingDelivery::Unrendered { record, event } => {
+                    state.rendering.insert(record.id);
+                    renders.push(RenderJob {
+                        delivery_id: record.id,
+                        endpoint_id: record.endpoint_id,
+                        event,
+                    });
+                }
+            }
+        }
+        if !complete {
+            state.behind = true;
+        } else if missed == state.missed {
+            state.behind = false;
+        }
+        (renders, taken)
     }
 }
 
@@ -589,5 +655,148 @@ async fn attempt(
         endpoint_id: delivery.endpoint_id,
         attempt: Some(record),
         decision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::delivery::Endpoint;
+    use crate::ids::EventId;
+    use crate::store::DeliveryRecord;
+
+    fn lane() -> Lane {
+        let config = Config::from_toml(
+            "[server]\nadmin_token = \"a-token-long-enough-for-tests\"\n\
+             [[endpoints]]\nid = \"shop\"\nurl = \"http://127.0.0.1:9/hook\"\n\
+             secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n",
+            std::path::Path::new("test.toml"),
+            |_| None,
+        )
+        .unwrap();
+        let endpoint = Endpoint::from_config(&config.endpoints[0], &config.delivery).unwrap();
+        let subscriptions = Subscriptions::new(vec![endpoint], &HashMap::new());
+        let subscriber = subscriptions.get("shop").unwrap().clone();
+        let lane = Lane::new("shop".to_owned(), Some(subscriber));
+        // A fresh lane reads the store first; start from "caught up".
+        lane.accept(DueBatch::default_complete(), 0);
+        lane
+    }
+
+    fn record() -> DeliveryRecord {
+        DeliveryRecord::pending(DeliveryId::new(), EventId::new(), "shop".to_owned(), 1)
+    }
+
+    fn job(record: &DeliveryRecord, bytes: usize) -> ReadyDelivery {
+        ready(record, bytes::Bytes::from(vec![b'x'; bytes]))
+    }
+
+    fn found(records: &[&DeliveryRecord]) -> DueBatch {
+        DueBatch {
+            deliveries: records
+                .iter()
+                .map(|record| PendingDelivery::Ready {
+                    record: (*record).clone(),
+                    body: bytes::Bytes::from_static(b"{}"),
+                })
+                .collect(),
+            complete: true,
+            next_at: None,
+        }
+    }
+
+    /// Lets a retry fall due, so the feeder has a reason to read.
+    fn make_due(lane: &Lane) {
+        lane.settled(DeliveryId::new(), Some(0));
+    }
+
+    #[test]
+    fn a_delivery_settled_while_the_feeder_reads_is_not_taken_from_that_read() {
+        let lane = lane();
+        make_due(&lane);
+        let plan = lane.plan_read(now_millis()).expect("due and with room");
+        // During the read: the writer offers X, a worker sends it, its outcome is committed.
+        let x = record();
+        lane.offer(job(&x, 2));
+        assert!(lane.state().queue.pop_front().is_some());
+        lane.settled(x.id, None);
+        // The snapshot still shows X due.
+        let (renders, taken) = lane.accept(found(&[&x]), plan.missed);
+        assert!(renders.is_empty() && taken.is_empty());
+        let state = lane.state();
+        assert!(state.queue.is_empty(), "X would be sent a second time");
+        assert!(!state.held.contains(&x.id));
+    }
+
+    #[test]
+    fn a_delivery_offered_while_the_feeder_reads_is_queued_once() {
+        let lane = lane();
+        make_due(&lane);
+        let plan = lane.plan_read(now_millis()).unwrap();
+        let x = record();
+        lane.offer(job(&x, 2));
+        lane.accept(found(&[&x]), plan.missed);
+        assert_eq!(lane.state().queue.len(), 1);
+    }
+
+    #[test]
+    fn a_full_lane_leaves_deliveries_in_the_store_until_it_has_room() {
+        let lane = lane();
+        let held: Vec<DeliveryRecord> = (0..LANE_LIMIT).map(|_| record()).collect();
+        for record in &held {
+            lane.offer(job(record, 2));
+        }
+        let late = record();
+        lane.offer(job(&late, 2));
+        {
+            let state = lane.state();
+            assert_eq!(state.queue.len(), LANE_LIMIT);
+            assert!(state.behind && !state.held.contains(&late.id));
+        }
+        assert_eq!(lane.plan_read(now_millis()).err(), Some(UnixMillis::MAX));
+        // Workers take and settle a batch's worth; then the feeder reads.
+        for record in &held[..REFILL_ROOM] {
+            lane.state().queue.pop_front();
+            lane.settled(record.id, None);
+        }
+        let plan = lane.plan_read(now_millis()).expect("room for a batch");
+        assert_eq!(plan.room, REFILL_ROOM);
+        lane.accept(found(&[&late]), plan.missed);
+        assert!(lane.state().held.contains(&late.id));
+        // While it was full, new deliveries waited in the store, so the lane is caught up
+        // only if nothing was missed since the plan.
+        assert!(!lane.state().behind);
+    }
+
+    #[test]
+    fn queued_bodies_are_bounded_in_bytes() {
+        let lane = lane();
+        let big = LANE_BYTES / 4;
+        for _ in 0..4 {
+            lane.offer(job(&record(), big));
+        }
+        let over = record();
+        lane.offer(job(&over, big));
+        let state = lane.state();
+        assert_eq!(state.queued_bytes, LANE_BYTES);
+        assert!(state.behind && !state.held.contains(&over.id));
+        drop(state);
+        assert!(
+            lane.plan_read(now_millis()).is_err(),
+            "no read while the bytes are full"
+        );
+    }
+
+    #[test]
+    fn a_settled_delivery_is_taken_again_when_replayed() {
+        let lane = lane();
+        let x = record();
+        lane.offer(job(&x, 2));
+        lane.state().queue.pop_front();
+        // The writer settles before it offers (see queue::writer).
+        lane.settled(x.id, None);
+        lane.offer(job(&x, 2));
+        assert_eq!(lane.state().queue.len(), 1);
     }
 }

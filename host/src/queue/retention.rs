@@ -21,7 +21,7 @@ use redb::ReadableTable as _;
 
 use super::QueueHandle;
 use crate::config::StoreConfig;
-use crate::store::{DeliveryRecord, DeliveryStatus, EventRecord, StoreError, Tables, read_record};
+use crate::store::{DeliveryRecord, DeliveryStatus, EventRecord, StoreError, Tables};
 use crate::time::UnixMillis;
 
 /// Most events one step reads.
@@ -85,16 +85,25 @@ pub(super) fn sweep(
     let settled_before = first_id_at(millis_ago(now, retention.settled));
     let dead_before = millis_ago(now, retention.dead_letters);
     let mut scanned = Vec::with_capacity(STEP_EVENTS);
+    let mut read = 0;
     for entry in tables
         .events
         .range(cursor..settled_before)?
         .take(STEP_EVENTS)
     {
         let (key, raw) = entry?;
-        scanned.push((key.value(), serde_json::from_slice(raw.value())?));
+        step.next = key.value() + 1;
+        read += 1;
+        // A record the sweep cannot read is kept (and reported), never a reason to fail the
+        // commit the step rides in.
+        if let Some(event) = decoded::<EventRecord>(raw.value(), "event", key.value()) {
+            scanned.push((key.value(), event));
+        }
     }
-    step.more = scanned.len() == STEP_EVENTS;
-    step.next = scanned.last().map_or(cursor, |(id, _)| id + 1);
+    step.more = read == STEP_EVENTS;
+    if read == 0 {
+        step.next = cursor;
+    }
     for (id, event) in scanned {
         remove_if_settled(tables, id, &event, dead_before, &mut step)?;
     }
@@ -111,10 +120,12 @@ fn remove_if_settled(
 ) -> Result<(), StoreError> {
     let mut deliveries = Vec::with_capacity(event.deliveries.len());
     for delivery in &event.deliveries {
-        let Some(record) =
-            read_record::<u128, DeliveryRecord>(&tables.deliveries, delivery.id.as_u128())?
-        else {
+        let key = delivery.id.as_u128();
+        let Some(raw) = tables.deliveries.get(key)? else {
             continue;
+        };
+        let Some(record) = decoded::<DeliveryRecord>(raw.value(), "delivery", key) else {
+            return Ok(());
         };
         let settled = match record.status {
             DeliveryStatus::Pending => false,
@@ -170,8 +181,8 @@ fn forget_idempotency_keys(
         .take(STEP_EVENTS)
     {
         let (id, raw) = entry?;
-        let event: EventRecord = serde_json::from_slice(raw.value())?;
-        if let Some(key) = event.idempotency_key {
+        let event = decoded::<EventRecord>(raw.value(), "event", id.value());
+        if let Some(key) = event.and_then(|event| event.idempotency_key) {
             keys.push((key, id.value()));
         }
         last = Some(id.value());
@@ -187,6 +198,16 @@ fn forget_idempotency_keys(
             .insert(IDEMPOTENCY_CURSOR, (last + 1).to_be_bytes().as_slice())?;
     }
     Ok(())
+}
+
+/// `raw` decoded, or `None` with a warning: the sweep keeps what it cannot read.
+fn decoded<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str, key: u128) -> Option<T> {
+    serde_json::from_slice(raw)
+        .inspect_err(|err| {
+            tracing::warn!(%what, key = %format!("{key:032x}"), error = %err,
+                "retention sweep keeps a record it cannot read");
+        })
+        .ok()
 }
 
 /// Removes `key` if it still names event `id` (a later event may have taken it over).

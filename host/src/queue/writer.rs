@@ -94,14 +94,16 @@ impl Writer {
             for (endpoint_id, reason) in after.endpoint_changes {
                 self.sink.endpoint_changed(&endpoint_id, reason);
             }
+            // Settle first: a delivery replayed in the same batch as its last attempt must be
+            // free in its lane before it is offered again.
+            for (endpoint_id, id, next_at) in after.settled {
+                self.sink.settled(&endpoint_id, id, next_at);
+            }
             for delivery in after.deliver_now {
                 self.sink.deliver_now(delivery);
             }
             if !after.render.is_empty() {
                 self.sink.render(after.render);
-            }
-            for (endpoint_id, id, next_at) in after.settled {
-                self.sink.settled(&endpoint_id, id, next_at);
             }
         } else {
             // Nothing was recorded: the lanes read these deliveries again shortly.

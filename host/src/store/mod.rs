@@ -249,24 +249,17 @@ impl Store {
         Ok(Some((record, list)))
     }
 
-    /// The given deliveries that are still pending, with their bodies, read in one snapshot.
-    pub fn pending_deliveries(
-        &self,
-        ids: &[DeliveryId],
-    ) -> Result<Vec<PendingDelivery>, StoreError> {
-        let txn = self.db.begin_read()?;
-        self.pending_in(&txn, ids)
-    }
-
+    /// Reads the deliveries `ids` that are still pending, with their bodies or events, in
+    /// order, handing each to `take` until it returns false.
     fn pending_in(
         &self,
         txn: &redb::ReadTransaction,
         ids: &[DeliveryId],
-    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        mut take: impl FnMut(PendingDelivery) -> bool,
+    ) -> Result<(), StoreError> {
         let deliveries = txn.open_table(DELIVERIES)?;
         let bodies = txn.open_table(BODIES)?;
         let events = txn.open_table(EVENTS)?;
-        let mut list = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(raw) = deliveries.get(id.as_u128())? else {
                 continue;
@@ -275,7 +268,7 @@ impl Store {
             if record.status != DeliveryStatus::Pending {
                 continue;
             }
-            if record.needs_render {
+            let delivery = if record.needs_render {
                 let Some(raw) = events.get(record.event_id.as_u128())? else {
                     return Err(corrupt(format!(
                         "delivery {} waits for its event {}, which is missing",
@@ -283,17 +276,21 @@ impl Store {
                     )));
                 };
                 let event = Arc::new(serde_json::from_slice(raw.value())?);
-                list.push(PendingDelivery::Unrendered { record, event });
-                continue;
+                PendingDelivery::Unrendered { record, event }
+            } else {
+                let body = body_of(&record, &bodies, &events)?;
+                PendingDelivery::Ready { record, body }
+            };
+            if !take(delivery) {
+                break;
             }
-            let body = body_of(&record, &bodies, &events)?;
-            list.push(PendingDelivery::Ready { record, body });
         }
-        Ok(list)
+        Ok(())
     }
 
     /// Up to `limit` deliveries of `endpoint` due by `now` that are not in `skip`, oldest due
-    /// first, loading bodies until they pass `byte_budget` (at least one is loaded).
+    /// first, with bodies of at most `byte_budget` bytes in all (`usize::MAX`: the first body is
+    /// loaded whatever its size, so one larger than a lane's bound still goes out alone).
     pub fn due_batch(
         &self,
         endpoint: &str,
@@ -329,16 +326,18 @@ impl Store {
         }
         drop(due);
         let mut bytes = 0;
-        for (index, delivery) in self.pending_in(&txn, &ids)?.into_iter().enumerate() {
+        self.pending_in(&txn, &ids, |delivery| {
             if let PendingDelivery::Ready { body, .. } = &delivery {
+                let first = batch.deliveries.is_empty() && byte_budget == usize::MAX;
+                if bytes + body.len() > byte_budget && !first {
+                    batch.complete = false;
+                    return false;
+                }
                 bytes += body.len();
             }
             batch.deliveries.push(delivery);
-            if bytes > byte_budget && index + 1 < ids.len() {
-                batch.complete = false;
-                break;
-            }
-        }
+            true
+        })?;
         Ok(batch)
     }
 
@@ -486,6 +485,17 @@ pub struct DueBatch {
     pub complete: bool,
     /// The earliest due time after `now`, if any.
     pub next_at: Option<UnixMillis>,
+}
+
+#[cfg(test)]
+impl DueBatch {
+    /// A read that found nothing due.
+    pub fn default_complete() -> Self {
+        Self {
+            complete: true,
+            ..Self::default()
+        }
+    }
 }
 
 /// Moves entries of the old global due-time index into the per-endpoint one.
