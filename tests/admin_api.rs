@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{
-    ADMIN_TOKEN, ApiResponse, Gateway, OTHER_SECRET, Receiver, SECRET, endpoint, is_id, is_rfc3339,
-    signatures,
+    ADMIN_TOKEN, ApiResponse, Gateway, OTHER_SECRET, Receiver, Reply, SECRET, endpoint, is_id,
+    is_rfc3339, signatures,
 };
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -33,13 +33,18 @@ fn assert_bad_request(answer: &ApiResponse) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healthz_is_open_and_every_v1_route_needs_the_bearer_token() {
+async fn healthz_and_readyz_are_open_and_every_v1_route_needs_the_bearer_token() {
     let gateway = Gateway::start("").await;
     let client = gateway.raw_client();
 
     let health = gateway.send(client.get(gateway.url("/healthz"))).await;
     assert_eq!(health.status, 200, "{health:#?}");
     assert_eq!(health.json, json!({"status": "ok"}));
+    let ready = gateway.send(client.get(gateway.url("/readyz"))).await;
+    assert_eq!(ready.status, 200, "{ready:#?}");
+    assert_eq!(ready.json["status"], "ready", "{ready:#?}");
+    assert_eq!(ready.json["store"]["ok"], true, "{ready:#?}");
+    assert_eq!(ready.json["writer"]["ok"], true, "{ready:#?}");
 
     let unknown = "dlv_00000000000000000000000000000000";
     let event = json!({"type": "payment.confirmed", "data": {"a": 1}});
@@ -438,4 +443,81 @@ async fn environment_overrides_listen_address_token_and_store_path() {
         )
         .await;
     assert_eq!(with_env_token.status, 200, "{with_env_token:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_listed_newest_first_with_filters_and_cursor_pages() {
+    let receiver = Receiver::start(|call| match call.path.as_str() {
+        "/broken" => Reply::status(500),
+        _ => Reply::ok(),
+    })
+    .await;
+    let gateway = Gateway::start(
+        &(endpoint("shop", &receiver.url("/shop"), "")
+            + &endpoint(
+                "broken",
+                &receiver.url("/broken"),
+                "retry_schedule = [\"0s\"]",
+            )),
+    )
+    .await;
+    let mut broken = Vec::new();
+    for n in 0..3 {
+        let event = gateway.publish("payment.confirmed", json!({"n": n})).await;
+        broken.push(support::delivery_to(&event, "broken"));
+    }
+    for id in &broken {
+        gateway
+            .wait_for_delivery_status(id, "dead_lettered", WAIT)
+            .await;
+    }
+
+    let all = gateway.get_json("/v1/deliveries").await;
+    assert_eq!(all.status, 200, "{all:#?}");
+    assert_eq!(
+        all.json["deliveries"].as_array().unwrap().len(),
+        6,
+        "{all:#?}"
+    );
+    assert_eq!(all.json["next_cursor"], Value::Null);
+
+    let dead = gateway
+        .get_json("/v1/deliveries?status=dead_lettered&endpoint_id=broken")
+        .await;
+    let ids: Vec<&str> = dead.json["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|delivery| delivery["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = broken.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first, "{dead:#?}");
+    assert!(dead.json["deliveries"][0].get("attempts").is_none());
+
+    // Pages of two, following the cursor, give the same three.
+    let first = gateway
+        .get_json("/v1/deliveries?endpoint_id=broken&limit=2")
+        .await;
+    assert_eq!(first.json["deliveries"].as_array().unwrap().len(), 2);
+    let cursor = first.json["next_cursor"].as_str().unwrap();
+    let second = gateway
+        .get_json(&format!(
+            "/v1/deliveries?endpoint_id=broken&limit=2&cursor={cursor}"
+        ))
+        .await;
+    assert_eq!(
+        second.json["deliveries"][0]["id"],
+        broken[0].as_str(),
+        "{second:#?}"
+    );
+
+    gateway
+        .get_json("/v1/deliveries?status=lost")
+        .await
+        .assert_error(400, "invalid_body");
+    let message = gateway
+        .get_json("/v1/deliveries?cursor=evt_00000000000000000000000000000000")
+        .await
+        .assert_error(400, "invalid_body");
+    assert!(message.starts_with("cursor: "), "{message}");
 }

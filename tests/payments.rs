@@ -739,6 +739,11 @@ async fn a_reorg_deeper_than_the_stored_hash_window_stops_the_scanner_loudly() {
     let id = field(&payment, "payment_id");
     anvil.mine(200).await;
     wait_scanned(&gateway, &anvil, 200).await;
+    let ready = gateway
+        .send(gateway.raw_client().get(gateway.url("/readyz")))
+        .await;
+    assert_eq!(ready.status, 200, "{ready:#?}");
+    assert_eq!(ready.json["chains"][0]["ok"], true, "{ready:#?}");
     anvil.reorg(150, &[]).await;
     let log = poll_until(
         WAIT,
@@ -751,8 +756,18 @@ async fn a_reorg_deeper_than_the_stored_hash_window_stops_the_scanner_loudly() {
         log.contains("reorg deeper than the 128 stored block hashes"),
         "{log}"
     );
-    // The gateway itself stays up and answers.
+    // The gateway itself stays up and answers, and says it is not ready, and why.
     assert_eq!(payment_status(&gateway, id).await, "pending");
+    let ready = gateway
+        .send(gateway.raw_client().get(gateway.url("/readyz")))
+        .await;
+    assert_eq!(ready.status, 503, "{ready:#?}");
+    assert_eq!(ready.json["status"], "not_ready");
+    assert_eq!(ready.json["writer"]["ok"], true);
+    let error = ready.json["chains"][0]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.starts_with("scanner stopped: "), "{ready:#?}");
 }
 
 #[tokio::test]

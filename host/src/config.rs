@@ -54,6 +54,8 @@ pub struct Config {
     #[serde(default)]
     pub delivery: DeliveryConfig,
     #[serde(default)]
+    pub egress: EgressConfig,
+    #[serde(default)]
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
@@ -62,6 +64,33 @@ pub struct Config {
     /// EVM chains to scan for payments.
     #[serde(default)]
     pub chains: Vec<ChainConfig>,
+}
+
+/// Which addresses deliveries may reach (see [`crate::delivery::egress`]).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Addresses or networks (`10.1.0.0/16`, `127.0.0.1`) endpoints may reach although they
+    /// are not public. Empty by default: only globally routable addresses.
+    #[serde(default)]
+    pub allowed_networks: Vec<String>,
+}
+
+impl EgressConfig {
+    /// The guard these settings describe; the error names the bad entry.
+    pub fn guard(&self) -> Result<crate::delivery::egress::EgressGuard, ConfigError> {
+        let networks = self
+            .allowed_networks
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                text.parse().map_err(|reason| {
+                    ConfigError::Invalid(format!("egress.allowed_networks[{index}]: {reason}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::delivery::egress::EgressGuard::new(networks))
+    }
 }
 
 /// Payments: how addresses are chosen and what a payment may carry.
@@ -631,6 +660,7 @@ impl Config {
             self.delivery.retry_jitter,
             self.delivery.concurrency,
         )?;
+        let egress = self.egress.guard()?;
         let mut seen = HashSet::new();
         for endpoint in &self.endpoints {
             let at = format!("endpoint `{}`", endpoint.id);
@@ -647,11 +677,18 @@ impl Config {
             if !seen.insert(endpoint.id.as_str()) {
                 return invalid(format!("{at} is defined twice"));
             }
-            if let Err(reason) = crate::delivery::endpoint::Target::parse(&endpoint.url) {
-                return invalid(format!(
-                    "{at}: url `{}` is not an http(s) URL: {reason}",
-                    endpoint.url
-                ));
+            match crate::delivery::endpoint::Target::parse(&endpoint.url) {
+                Err(reason) => {
+                    return invalid(format!(
+                        "{at}: url `{}` is not an http(s) URL: {reason}",
+                        endpoint.url
+                    ));
+                }
+                Ok(target) => {
+                    if let Err(refused) = egress.check_host(&target.host) {
+                        return invalid(format!("{at}: url host {refused}"));
+                    }
+                }
             }
             if url::Url::parse(&endpoint.url)
                 .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
@@ -912,6 +949,8 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+        [egress]
+        allowed_networks = ["127.0.0.1"]
         [server]
         admin_token = "a-token-long-enough-for-tests"
         [[endpoints]]

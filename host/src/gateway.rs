@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::chain::Scanner;
+use crate::chain::scanner::ChainHealth;
 use crate::config::Config;
 use crate::delivery::endpoint::EndpointError;
 use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriptions};
@@ -33,6 +34,8 @@ pub enum StartError {
     Plugins(#[from] PluginError),
     #[error(transparent)]
     Payments(#[from] payments::SetupError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// What a replay request came to.
@@ -57,6 +60,8 @@ pub struct Gateway {
     dispatcher: Arc<Dispatcher>,
     plugins: Arc<PluginRegistry>,
     payments: Payments,
+    /// Each chain scanner's health, for readiness.
+    chains: Vec<Arc<ChainHealth>>,
 }
 
 impl Gateway {
@@ -95,7 +100,7 @@ impl Gateway {
         let queue = queue::writer::spawn(store.clone(), subscriptions.clone(), dispatcher.clone())?;
         dispatcher.start(
             queue.clone(),
-            HttpSender::new(config.delivery.connect_timeout)?,
+            HttpSender::new(config.delivery.connect_timeout, config.egress.guard()?)?,
         );
         if pending > 0 {
             tracing::info!(
@@ -107,11 +112,14 @@ impl Gateway {
             queue.clone(),
             queue::retention::Retention::from_config(&config.store),
         ));
+        let mut chains = Vec::new();
         for chain in &config.chains {
             let scanner = Scanner::new(chain, &config.payments, store.clone(), queue.clone());
+            chains.push(scanner.health());
             tokio::spawn(scanner.run());
         }
         Ok(Arc::new(Self {
+            chains,
             payments,
             store,
             queue,
@@ -188,6 +196,26 @@ impl Gateway {
             ChainOutcome::Failed { reason, .. } => Ok(Replay::PluginFailed(reason)),
             ChainOutcome::Dropped { by } => Ok(Replay::Dropped(by)),
         }
+    }
+
+    /// Whether the gateway can do its work now: the store answers, the writer runs, and every
+    /// chain scanner completed a step within its lag bound. Returns the verdict and the checks.
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let store = self.store.pending_count();
+        let writer = self.queue.is_running();
+        let now = now_millis();
+        let chains: Vec<_> = self.chains.iter().map(|chain| chain.report(now)).collect();
+        let ready = store.is_ok() && writer && chains.iter().all(|chain| chain.ok);
+        let body = serde_json::json!({
+            "status": if ready { "ready" } else { "not_ready" },
+            "store": match &store {
+                Ok(pending) => serde_json::json!({"ok": true, "pending_deliveries": pending}),
+                Err(err) => serde_json::json!({"ok": false, "error": err.to_string()}),
+            },
+            "writer": {"ok": writer},
+            "chains": chains,
+        });
+        (ready, body)
     }
 
     pub fn store(&self) -> &Store {

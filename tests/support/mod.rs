@@ -130,9 +130,16 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let config_path = dir.path().join("hookgate.toml");
         let store_path = dir.path().join("hookgate.redb");
+        // Receivers in tests listen on 127.0.0.1, which the egress guard refuses unless it is
+        // allowed; a test of the guard brings its own `[egress]`.
+        let egress = if sections.contains("[egress]") {
+            ""
+        } else {
+            "[egress]\nallowed_networks = [\"127.0.0.1\"]\n\n"
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{server}\n\n\
-             [store]\npath = '{}'\n{store}\n\n{sections}",
+             [store]\npath = '{}'\n{store}\n\n{egress}{sections}",
             store_path.display()
         );
         std::fs::write(&config_path, config).expect("writing the config file");

@@ -1,14 +1,85 @@
-//! `GET /v1/deliveries/{id}` (status and attempts) and `POST /v1/deliveries/{id}/replay`.
+//! `GET /v1/deliveries` (filtered, newest first, cursor pages), `GET /v1/deliveries/{id}`
+//! (status and attempts) and `POST /v1/deliveries/{id}/replay`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use serde::Deserialize;
 
 use super::{ApiError, ApiState};
 use crate::gateway::{Replay, ReplayError};
-use crate::ids::DeliveryId;
-use crate::store::{AttemptRecord, DeliveryRecord};
+use crate::ids::{DeliveryId, EventId};
+use crate::store::{AttemptRecord, DeliveryRecord, DeliveryStatus};
 use crate::time::rfc3339;
+
+/// Most deliveries on one page.
+const MAX_PAGE: usize = 500;
+
+/// Most records one list request examines; a sparse filter gets a short page and a cursor.
+const MAX_SCAN: usize = 20_000;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    endpoint_id: Option<String>,
+    event_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    State(state): State<ApiState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_value::<DeliveryStatus>(serde_json::json!(text)).map_err(|_| {
+                ApiError::invalid_body(format!(
+                    "status: `{text}` is not one of pending, delivered, dropped, dead_lettered"
+                ))
+            })?,
+        ),
+    };
+    let event_id = match query.event_id.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<EventId>()
+                .map_err(|err| ApiError::invalid_body(format!("event_id: {err}")))?,
+        ),
+    };
+    let cursor = match query.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<DeliveryId>()
+                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))?,
+        ),
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_body(format!(
+            "limit: must be 1 to {MAX_PAGE}, got {limit}"
+        )));
+    }
+    let store = state.gateway.store().clone();
+    let endpoint_id = query.endpoint_id;
+    let (page, next) = tokio::task::spawn_blocking(move || {
+        store.deliveries(cursor, limit, MAX_SCAN, |record| {
+            status.is_none_or(|status| record.status == status)
+                && endpoint_id
+                    .as_ref()
+                    .is_none_or(|endpoint| &record.endpoint_id == endpoint)
+                && event_id.is_none_or(|event| record.event_id == event)
+        })
+    })
+    .await
+    .map_err(|err| ApiError::internal(err.to_string()))??;
+    let deliveries: Vec<serde_json::Value> = page.iter().map(summary).collect();
+    Ok(Json(serde_json::json!({
+        "deliveries": deliveries,
+        "next_cursor": next.map(|id| id.to_string()),
+    })))
+}
 
 pub async fn show(
     State(state): State<ApiState>,
@@ -85,6 +156,22 @@ fn unknown(id: DeliveryId) -> ApiError {
     ApiError::not_found(format!("no delivery with id {id}"))
 }
 
+/// A delivery as lists show it: everything but the attempts.
+fn summary(record: &DeliveryRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": record.id,
+        "event_id": record.event_id,
+        "endpoint_id": record.endpoint_id,
+        "status": record.status,
+        "attempt_count": record.attempt_count,
+        "next_attempt_at": record.next_attempt_at.map(rfc3339),
+        "last_error": record.last_error,
+        "created_at": rfc3339(record.created_at),
+        "content_type": record.content_type.as_deref().unwrap_or("application/json"),
+        "plugins": record.plugins,
+    })
+}
+
 fn view(record: &DeliveryRecord, attempts: &[AttemptRecord]) -> serde_json::Value {
     let attempts: Vec<serde_json::Value> = attempts
         .iter()
@@ -99,17 +186,7 @@ fn view(record: &DeliveryRecord, attempts: &[AttemptRecord]) -> serde_json::Valu
             })
         })
         .collect();
-    serde_json::json!({
-        "id": record.id,
-        "event_id": record.event_id,
-        "endpoint_id": record.endpoint_id,
-        "status": record.status,
-        "attempt_count": record.attempt_count,
-        "next_attempt_at": record.next_attempt_at.map(rfc3339),
-        "last_error": record.last_error,
-        "created_at": rfc3339(record.created_at),
-        "content_type": record.content_type.as_deref().unwrap_or("application/json"),
-        "plugins": record.plugins,
-        "attempts": attempts,
-    })
+    let mut view = summary(record);
+    view["attempts"] = serde_json::Value::Array(attempts);
+    view
 }

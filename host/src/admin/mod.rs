@@ -52,6 +52,7 @@ pub fn router(gateway: Arc<Gateway>, token: Secret, body_timeout: Duration) -> R
     Router::new()
         .route("/v1/events", post(events::publish))
         .route("/v1/events/batch", post(events::publish_batch))
+        .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))
         .route("/v1/deliveries/{id}/replay", post(deliveries::replay))
         .route("/v1/endpoints", get(endpoints::list))
@@ -65,6 +66,7 @@ pub fn router(gateway: Arc<Gateway>, token: Secret, body_timeout: Duration) -> R
         .route_layer(middleware::from_fn_with_state(body_timeout, read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -124,6 +126,17 @@ async fn read_body(State(body_timeout): State<Duration>, request: Request, next:
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// 200 when the gateway can do its work, 503 with the failing check otherwise.
+async fn ready(State(state): State<ApiState>) -> Response {
+    let (ready, body) = state.gateway.readiness();
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 async fn unknown_route(request: Request) -> ApiError {

@@ -16,6 +16,8 @@
 //! is unreachable nothing expires, because expiry waits for blocks stamped past `expires_at`.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256, U256};
@@ -56,6 +58,80 @@ enum Progress {
     CaughtUp,
 }
 
+/// What the readiness check knows about one chain's scanner; shared with the scanner task.
+#[derive(Debug)]
+pub struct ChainHealth {
+    pub name: String,
+    /// How long the scanner may go without completing a step before the gateway reports
+    /// itself not ready: ten poll intervals, at least a minute.
+    pub lag_bound: Duration,
+    /// When the scanner last completed a step (or started), Unix milliseconds.
+    last_progress: AtomicU64,
+    /// The newest block the scanner committed.
+    cursor: AtomicU64,
+    /// Why the scanner stopped for good, or the last error of a failure streak.
+    trouble: Mutex<Option<(bool, String)>>,
+}
+
+/// One chain's line in the readiness answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChainReport {
+    pub chain: String,
+    pub ok: bool,
+    pub cursor: u64,
+    pub last_progress_ms_ago: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ChainHealth {
+    fn new(chain: &ChainConfig) -> Self {
+        Self {
+            name: chain.name.clone(),
+            lag_bound: (chain.poll_interval * 10).max(Duration::from_secs(60)),
+            last_progress: AtomicU64::new(now_millis()),
+            cursor: AtomicU64::new(0),
+            trouble: Mutex::new(None),
+        }
+    }
+
+    fn trouble(&self) -> MutexGuard<'_, Option<(bool, String)>> {
+        self.trouble.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn progressed(&self, cursor: u64) {
+        self.last_progress.store(now_millis(), Ordering::Release);
+        self.cursor.store(cursor, Ordering::Release);
+        *self.trouble() = None;
+    }
+
+    fn failed(&self, error: String, fatal: bool) {
+        *self.trouble() = Some((fatal, error));
+    }
+
+    /// Whether the scanner is within its lag bound at `now`, and why not.
+    pub fn report(&self, now: crate::time::UnixMillis) -> ChainReport {
+        let ago = now.saturating_sub(self.last_progress.load(Ordering::Acquire));
+        let trouble = self.trouble().clone();
+        let stopped = trouble.as_ref().is_some_and(|(fatal, _)| *fatal);
+        let late = u128::from(ago) > self.lag_bound.as_millis();
+        ChainReport {
+            chain: self.name.clone(),
+            ok: !stopped && !late,
+            cursor: self.cursor.load(Ordering::Acquire),
+            last_progress_ms_ago: ago,
+            error: match (trouble, late) {
+                (Some((_, error)), _) => Some(error),
+                (None, true) => Some(format!(
+                    "no scan step completed for longer than {:?}",
+                    self.lag_bound
+                )),
+                (None, false) => None,
+            },
+        }
+    }
+}
+
 /// The scanner of one configured chain.
 pub struct Scanner {
     chain: ChainConfig,
@@ -66,6 +142,7 @@ pub struct Scanner {
     queue: QueueHandle,
     rpc: ChainRpc,
     chain_id_ok: bool,
+    health: Arc<ChainHealth>,
 }
 
 impl Scanner {
@@ -94,7 +171,13 @@ impl Scanner {
             queue,
             rpc,
             chain_id_ok: false,
+            health: Arc::new(ChainHealth::new(chain)),
         }
+    }
+
+    /// The scanner's health, for the readiness check.
+    pub fn health(&self) -> Arc<ChainHealth> {
+        self.health.clone()
     }
 
     /// Runs until the queue closes or a fatal error stops this chain.
@@ -109,6 +192,7 @@ impl Scanner {
             };
             let wait = match result {
                 Ok(progress) => {
+                    self.health.progressed(self.cursor_number());
                     if failures > 0 {
                         tracing::info!(chain = %self.chain.name, failures, "chain RPC recovered; scanning again");
                         failures = 0;
@@ -135,6 +219,8 @@ impl Scanner {
                 }
                 Err(StepError::Fatal(message)) => {
                     tracing::error!(chain = %self.chain.name, "scanner stopped: {message}");
+                    self.health
+                        .failed(format!("scanner stopped: {message}"), true);
                     return;
                 }
                 Err(StepError::Queue(QueueError::Closed)) => return,
@@ -143,6 +229,7 @@ impl Scanner {
                     Duration::ZERO
                 }
                 Err(err) => {
+                    self.health.failed(err.to_string(), false);
                     if failures == 0 {
                         tracing::warn!(chain = %self.chain.name, error = %err,
                             "scan step failed; the cursor stays; retrying with backoff (logged once per streak)");

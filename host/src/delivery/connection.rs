@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::delivery::egress::{EgressGuard, ResolveError};
 use crate::delivery::endpoint::Target;
 
 /// How long an unused connection is trusted to still be open. Receivers commonly close idle
@@ -46,32 +47,39 @@ pub enum ConnectError {
     Tls(std::io::Error),
     #[error("could not start HTTP/1.1: {0}")]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Egress(#[from] ResolveError),
 }
 
-/// What every worker's connections share: the TLS settings and the connect timeout.
+/// What every worker's connections share: the TLS settings, the connect timeout and the
+/// egress guard.
 #[derive(Clone)]
 pub struct Connector {
     tls: tokio_rustls::TlsConnector,
     connect_timeout: Duration,
+    egress: EgressGuard,
 }
 
 impl Connector {
     /// Verifies receivers' certificates with the platform's roots (on Linux the system CA
     /// bundle, or the file `SSL_CERT_FILE` names).
-    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
+    pub fn new(connect_timeout: Duration, egress: EgressGuard) -> Result<Self, rustls::Error> {
         use rustls_platform_verifier::ConfigVerifierExt as _;
         let mut config = rustls::ClientConfig::with_platform_verifier()?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
             connect_timeout,
+            egress,
         })
     }
 
-    /// Opens a connection to `target`: TCP, TLS for `https`, then the HTTP/1.1 handshake.
+    /// Opens a connection to `target`: name resolution checked by the egress guard, TCP to
+    /// exactly the addresses checked, TLS for `https`, then the HTTP/1.1 handshake.
     async fn connect(&self, target: &Target) -> Result<Live, ConnectError> {
         let open = async {
-            let tcp = TcpStream::connect((target.host.as_str(), target.port)).await?;
+            let addresses = self.egress.resolve(&target.host, target.port).await?;
+            let tcp = TcpStream::connect(addresses.as_slice()).await?;
             tcp.set_nodelay(true)?;
             let stream: Box<dyn Stream> = match &target.tls_name {
                 Some(name) => Box::new(

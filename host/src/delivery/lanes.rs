@@ -668,7 +668,8 @@ mod tests {
 
     fn lane() -> Lane {
         let config = Config::from_toml(
-            "[server]\nadmin_token = \"a-token-long-enough-for-tests\"\n\
+            "[egress]\nallowed_networks = [\"127.0.0.1\"]\n\
+             [server]\nadmin_token = \"a-token-long-enough-for-tests\"\n\
              [[endpoints]]\nid = \"shop\"\nurl = \"http://127.0.0.1:9/hook\"\n\
              secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n",
             std::path::Path::new("test.toml"),

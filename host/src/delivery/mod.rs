@@ -4,6 +4,8 @@
 //! * [`policy`] — pure retry rules: what an attempt's outcome means and when to try again.
 //! * [`sender`] — one signed HTTP attempt.
 //! * [`connection`] — a worker's own keep-alive HTTP/1.1 connection (plain or TLS).
+//! * [`egress`] — which addresses deliveries may reach (the SSRF guard), checked on the URL
+//!   and again on every address a name resolves to.
 //! * [`subscriptions`] — which endpoints exist, what they subscribe to, whether enabled.
 //! * [`lanes`] — one lane per endpoint with its own workers and a bounded queue fed from the
 //!   store's per-endpoint due-time index (new deliveries, retries and crash recovery), so a
@@ -14,6 +16,7 @@
 //! and tells the lane when the delivery is next due.
 
 pub mod connection;
+pub mod egress;
 pub mod endpoint;
 pub mod lanes;
 pub mod policy;

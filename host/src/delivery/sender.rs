@@ -32,9 +32,13 @@ pub struct HttpSender {
 }
 
 impl HttpSender {
-    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
+    /// Connections time out after `connect_timeout` and reach only what `egress` admits.
+    pub fn new(
+        connect_timeout: Duration,
+        egress: crate::delivery::egress::EgressGuard,
+    ) -> Result<Self, rustls::Error> {
         Ok(Self {
-            connector: Connector::new(connect_timeout)?,
+            connector: Connector::new(connect_timeout, egress)?,
         })
     }
 

@@ -333,6 +333,11 @@ impl QueueHandle {
         answer.await.map_err(|_| QueueError::Closed)?
     }
 
+    /// Whether the writer thread is still taking commands.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     async fn send(&self, command: Command) -> Result<(), QueueError> {
         self.tx.send(command).await.map_err(|_| QueueError::Closed)
     }

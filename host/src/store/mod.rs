@@ -413,6 +413,36 @@ impl Store {
         Ok(list)
     }
 
+    /// Deliveries newest first, below `before`, that `keep` accepts, at most `limit`. At most
+    /// `scan` records are examined, so a sparse filter cannot make one request read the whole
+    /// table; the cursor returned continues after the last record examined (`None`: no more).
+    pub fn deliveries(
+        &self,
+        before: Option<DeliveryId>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&DeliveryRecord) -> bool,
+    ) -> Result<(Vec<DeliveryRecord>, Option<DeliveryId>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let until = before.map_or(u128::MAX, DeliveryId::as_u128);
+        let mut list = Vec::new();
+        let mut examined = 0;
+        for entry in deliveries.range(..until)?.rev() {
+            let (key, raw) = entry?;
+            let record: DeliveryRecord = serde_json::from_slice(raw.value())?;
+            examined += 1;
+            let last = DeliveryId::from_u128(key.value());
+            if keep(&record) {
+                list.push(record);
+            }
+            if list.len() == limit || examined == scan {
+                return Ok((list, Some(last)));
+            }
+        }
+        Ok((list, None))
+    }
+
     /// The addresses the scanner watches on `chain`: those of open payments and of payments
     /// that ended at or after `ended_since` (late transfers are still recorded).
     pub fn watched_addresses(
