@@ -511,6 +511,32 @@ async fn deliveries_are_listed_newest_first_with_filters_and_cursor_pages() {
         "{second:#?}"
     );
 
+    // The same outcomes, counted in the Prometheus page (open by default).
+    let client = gateway.raw_client();
+    let page = support::poll_until(
+        WAIT,
+        "every attempt to be counted",
+        || async {
+            let answer = gateway.send(client.get(gateway.url("/metrics"))).await;
+            answer.text
+        },
+        |text| {
+            text.contains(
+                "hookgate_delivery_attempts_total{endpoint=\"broken\",outcome=\"dead_lettered\"} 3",
+            ) && text.contains(
+                "hookgate_delivery_attempts_total{endpoint=\"shop\",outcome=\"delivered\"} 3",
+            )
+        },
+    )
+    .await;
+    for family in [
+        "hookgate_delivery_attempt_seconds_bucket{",
+        "hookgate_store_commit_seconds_count ",
+        "hookgate_store_commit_batch_commands_bucket{",
+    ] {
+        assert!(page.contains(family), "{family} missing:\n{page}");
+    }
+
     gateway
         .get_json("/v1/deliveries?status=lost")
         .await
@@ -520,4 +546,22 @@ async fn deliveries_are_listed_newest_first_with_filters_and_cursor_pages() {
         .await
         .assert_error(400, "invalid_body");
     assert!(message.starts_with("cursor: "), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_can_be_put_behind_the_token() {
+    let gateway = Gateway::start_with_server("probes_need_token = true", "").await;
+    let client = gateway.raw_client();
+    for path in ["/readyz", "/metrics"] {
+        gateway
+            .send(client.get(gateway.url(path)))
+            .await
+            .assert_error(401, "unauthorized");
+        let with_token = gateway
+            .send(client.get(gateway.url(path)).bearer_auth(ADMIN_TOKEN))
+            .await;
+        assert_eq!(with_token.status, 200, "{path}: {with_token:#?}");
+    }
+    let health = gateway.send(client.get(gateway.url("/healthz"))).await;
+    assert_eq!(health.status, 200, "liveness stays open");
 }

@@ -86,6 +86,24 @@ async fn a_backlog_to_a_dead_receiver_waits_on_disk_and_drains_after_kill_9() {
          {EVENTS}: memory follows the backlog"
     );
 
+    // The metrics page reads the backlog from the store.
+    let page = gateway
+        .send(gateway.raw_client().get(gateway.url("/metrics")))
+        .await;
+    assert!(
+        page.text.contains(&format!(
+            "hookgate_queue_depth{{endpoint=\"dead\"}} {EVENTS}"
+        )),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text
+            .contains("hookgate_queue_oldest_due_seconds{endpoint=\"dead\"}"),
+        "{}",
+        page.text
+    );
+
     // The other endpoint is not stuck behind the backlog.
     let started = Instant::now();
     for seq in 0..LIVE_EVENTS {

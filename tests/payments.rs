@@ -744,6 +744,14 @@ async fn a_reorg_deeper_than_the_stored_hash_window_stops_the_scanner_loudly() {
         .await;
     assert_eq!(ready.status, 200, "{ready:#?}");
     assert_eq!(ready.json["chains"][0]["ok"], true, "{ready:#?}");
+    let page = gateway
+        .send(gateway.raw_client().get(gateway.url("/metrics")))
+        .await
+        .text;
+    assert!(
+        page.contains("hookgate_chain_lag_blocks{chain=\"anvil\"}"),
+        "{page}"
+    );
     anvil.reorg(150, &[]).await;
     let log = poll_until(
         WAIT,

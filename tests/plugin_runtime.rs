@@ -207,6 +207,25 @@ async fn hostile_plugins_fail_their_delivery_with_a_reason_while_others_keep_del
             "{stored:#}"
         );
     }
+    // Each failure is counted per plugin in the metrics page.
+    let page = gateway
+        .send(gateway.raw_client().get(gateway.url("/metrics")))
+        .await
+        .text;
+    for (name, _) in hostile {
+        assert!(
+            page.contains(&format!(
+                "hookgate_plugin_failures_total{{plugin=\"{name}\"}} 1"
+            )),
+            "{name}:\n{page}"
+        );
+        assert!(
+            page.contains(&format!(
+                "hookgate_plugin_call_seconds_count{{plugin=\"{name}\"}} 1"
+            )),
+            "{name}:\n{page}"
+        );
+    }
     // wasi-snoop saw no file and no environment.
     let snoop = deliveries
         .iter()

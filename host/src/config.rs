@@ -226,6 +226,9 @@ pub struct ServerConfig {
     /// Connections served at once; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Whether `/readyz` and `/metrics` need the bearer token too (`/healthz` never does).
+    #[serde(default)]
+    pub probes_need_token: bool,
 }
 
 impl Default for ServerConfig {
@@ -236,6 +239,7 @@ impl Default for ServerConfig {
             header_read_timeout: default_header_read_timeout(),
             body_timeout: default_body_timeout(),
             max_connections: default_max_connections(),
+            probes_need_token: false,
         }
     }
 }

@@ -218,6 +218,19 @@ impl Gateway {
         (ready, body)
     }
 
+    /// The Prometheus text page, with the store's queue depths and the scanners' lag read now.
+    /// Blocking: it reads the whole due index.
+    pub fn metrics_text(&self) -> Result<String, StoreError> {
+        let queues = self.store.due_summary(now_millis())?;
+        let chains: Vec<(String, u64)> = self
+            .chains
+            .iter()
+            .map(|chain| (chain.name.clone(), chain.lag()))
+            .collect();
+        crate::metrics::METRICS.set_state(&queues, &chains);
+        Ok(crate::metrics::METRICS.render())
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

@@ -26,6 +26,7 @@ pub mod delivery;
 pub mod events;
 pub mod gateway;
 pub mod ids;
+pub mod metrics;
 pub mod payments;
 pub mod plugins;
 pub mod queue;

@@ -202,7 +202,12 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
         };
-        let router = hookgate::admin::router(gateway, token, config.server.body_timeout);
+        let router = hookgate::admin::router(
+            gateway,
+            token,
+            config.server.body_timeout,
+            config.server.probes_need_token,
+        );
         hookgate::admin::serve(listener, router, limits, shutdown_signal()).await;
         tracing::info!("shut down; pending deliveries resume at the next start");
         Ok(())

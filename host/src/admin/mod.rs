@@ -44,12 +44,26 @@ pub struct ApiState {
 }
 
 /// The API's routes, ready to serve.
-pub fn router(gateway: Arc<Gateway>, token: Secret, body_timeout: Duration) -> Router {
+pub fn router(
+    gateway: Arc<Gateway>,
+    token: Secret,
+    body_timeout: Duration,
+    probes_need_token: bool,
+) -> Router {
     let state = ApiState {
         gateway,
         token: Arc::new(token),
     };
+    let probes = Router::new()
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics));
+    let (protected_probes, open_probes) = if probes_need_token {
+        (probes, Router::new())
+    } else {
+        (Router::new(), probes)
+    };
     Router::new()
+        .merge(protected_probes)
         .route("/v1/events", post(events::publish))
         .route("/v1/events/batch", post(events::publish_batch))
         .route("/v1/deliveries", get(deliveries::list))
@@ -66,7 +80,7 @@ pub fn router(gateway: Arc<Gateway>, token: Secret, body_timeout: Duration) -> R
         .route_layer(middleware::from_fn_with_state(body_timeout, read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
-        .route("/readyz", get(ready))
+        .merge(open_probes)
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -126,6 +140,22 @@ async fn read_body(State(body_timeout): State<Duration>, request: Request, next:
 
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The Prometheus text exposition.
+async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    let gateway = state.gateway.clone();
+    let text = tokio::task::spawn_blocking(move || gateway.metrics_text())
+        .await
+        .map_err(|err| ApiError::internal(err.to_string()))??;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// 200 when the gateway can do its work, 503 with the failing check otherwise.

@@ -69,6 +69,8 @@ pub struct ChainHealth {
     last_progress: AtomicU64,
     /// The newest block the scanner committed.
     cursor: AtomicU64,
+    /// The node's head at the last step.
+    head: AtomicU64,
     /// Why the scanner stopped for good, or the last error of a failure streak.
     trouble: Mutex<Option<(bool, String)>>,
 }
@@ -91,6 +93,7 @@ impl ChainHealth {
             lag_bound: (chain.poll_interval * 10).max(Duration::from_secs(60)),
             last_progress: AtomicU64::new(now_millis()),
             cursor: AtomicU64::new(0),
+            head: AtomicU64::new(0),
             trouble: Mutex::new(None),
         }
     }
@@ -103,6 +106,13 @@ impl ChainHealth {
         self.last_progress.store(now_millis(), Ordering::Release);
         self.cursor.store(cursor, Ordering::Release);
         *self.trouble() = None;
+    }
+
+    /// Blocks between the node's head and the cursor, as of the last step.
+    pub fn lag(&self) -> u64 {
+        self.head
+            .load(Ordering::Acquire)
+            .saturating_sub(self.cursor.load(Ordering::Acquire))
     }
 
     fn failed(&self, error: String, fatal: bool) {
@@ -264,6 +274,7 @@ impl Scanner {
     async fn step(&mut self) -> Result<Progress, StepError> {
         let cursor = self.store.chain_cursor(&self.chain.name)?;
         let head = self.rpc.head().await?;
+        self.health.head.store(head, Ordering::Release);
         let finalized = match self.finality {
             Finality::Finalized => self.rpc.finalized().await?,
             Finality::Depth(_) => None,

@@ -27,6 +27,7 @@ use tracing::Instrument as _;
 use crate::delivery::connection::Connection;
 use crate::delivery::{HttpSender, Subscriber, Subscriptions};
 use crate::ids::DeliveryId;
+use crate::metrics::METRICS;
 use crate::plugins::{ChainOutcome, PluginRegistry};
 use crate::queue::writer::ready;
 use crate::queue::{
@@ -623,6 +624,7 @@ async fn attempt(
     delivery: ReadyDelivery,
 ) -> AttemptReport {
     if let Some(reason) = lane.disabled_reason() {
+        METRICS.attempt(&lane.endpoint.id, "disabled", None);
         return AttemptReport {
             delivery_id: delivery.id,
             endpoint_id: delivery.endpoint_id,
@@ -638,6 +640,17 @@ async fn attempt(
         delivery.attempt_in_cycle,
         now_millis(),
         rand::random::<f64>(),
+    );
+    let outcome = match &decision {
+        Decision::Delivered => "delivered",
+        Decision::Retry { .. } => "retry",
+        Decision::DeadLetter { .. } => "dead_lettered",
+        Decision::DisableEndpoint { .. } => "endpoint_gone",
+    };
+    METRICS.attempt(
+        &lane.endpoint.id,
+        outcome,
+        Some(Duration::from_millis(record.latency_ms)),
     );
     match &decision {
         Decision::Delivered => tracing::debug!(latency_ms = record.latency_ms, "delivered"),

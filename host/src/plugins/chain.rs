@@ -96,7 +96,10 @@ pub fn run(
             body: rendered.body.to_vec(),
             content_type: rendered.content_type.clone(),
         };
-        match plugin.run_step(scope, &event, &step.config) {
+        let started = std::time::Instant::now();
+        let result = plugin.run_step(scope, &event, &step.config);
+        crate::metrics::METRICS.plugin_call(&step.name, started.elapsed(), result.is_err());
+        match result {
             Ok(StepOutcome::Drop) => {
                 return ChainOutcome::Dropped {
                     by: plugin.reference.to_string(),

@@ -84,7 +84,14 @@ impl Writer {
 
     fn commit_batch(&self, batch: &mut Vec<Command>) {
         let mut after = AfterCommit::default();
+        let started = std::time::Instant::now();
         let applied = self.apply_all(batch, &mut after);
+        crate::metrics::METRICS
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        crate::metrics::METRICS
+            .commit_batch
+            .observe(batch.len() as f64);
         if let Err(err) = &applied {
             tracing::error!(error = %err, commands = batch.len(), "commit failed; the batch is not applied");
         }

@@ -341,6 +341,27 @@ impl Store {
         Ok(batch)
     }
 
+    /// Per endpoint with pending deliveries: how many, and how long (seconds) the oldest due
+    /// one has waited at `now`. Reads the whole due index: meant for a metrics scrape.
+    pub fn due_summary(&self, now: UnixMillis) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let due = txn.open_table(DUE)?;
+        let mut summary: Vec<(String, u64, u64)> = Vec::new();
+        for entry in due.iter()? {
+            let (key, _) = entry?;
+            let (endpoint, at, _) = key.value();
+            let waited = now.saturating_sub(at) / 1000;
+            match summary.last_mut() {
+                Some((last, count, oldest)) if last == endpoint => {
+                    *count += 1;
+                    *oldest = (*oldest).max(waited);
+                }
+                _ => summary.push((endpoint.to_owned(), 1, waited)),
+            }
+        }
+        Ok(summary)
+    }
+
     /// The endpoints that have deliveries in the due-time index.
     pub fn due_endpoints(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_read()?;
