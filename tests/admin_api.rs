@@ -542,6 +542,11 @@ async fn deliveries_are_listed_newest_first_with_filters_and_cursor_pages() {
         .await
         .assert_error(400, "invalid_body");
     let message = gateway
+        .get_json("/v1/deliveries?limit=many")
+        .await
+        .assert_error(400, "invalid_body");
+    assert!(message.contains("limit"), "{message}");
+    let message = gateway
         .get_json("/v1/deliveries?cursor=evt_00000000000000000000000000000000")
         .await
         .assert_error(400, "invalid_body");

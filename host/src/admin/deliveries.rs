@@ -2,6 +2,7 @@
 //! (status and attempts) and `POST /v1/deliveries/{id}/replay`.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -29,8 +30,9 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<ApiState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(super::query_error)?;
     let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(

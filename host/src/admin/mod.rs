@@ -142,6 +142,12 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// A query string that does not fit the route's parameters, as a JSON 400 naming the problem
+/// (axum's own rejection is plain text).
+pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::invalid_body(format!("query string: {}", rejection.body_text()))
+}
+
 /// The Prometheus text exposition.
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let gateway = state.gateway.clone();

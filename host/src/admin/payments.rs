@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -70,8 +71,9 @@ pub struct ListQuery {
 
 pub async fn list(
     State(state): State<ApiState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query.map_err(super::query_error)?;
     let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(
