@@ -570,3 +570,76 @@ async fn probes_can_be_put_behind_the_token() {
     let health = gateway.send(client.get(gateway.url("/healthz"))).await;
     assert_eq!(health.status, 200, "liveness stays open");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoints_dead_letters_are_recovered_in_bulk_once_it_is_fixed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let broken = Arc::new(AtomicBool::new(true));
+    let flag = broken.clone();
+    let receiver = Receiver::start(move |_| {
+        if flag.load(Ordering::Acquire) {
+            Reply::status(500)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let gateway = Gateway::start(&endpoint(
+        "shop",
+        &receiver.url("/hook"),
+        "retry_schedule = [\"0s\"]",
+    ))
+    .await;
+    let mut ids = Vec::new();
+    let mut since = String::new();
+    for n in 0..5 {
+        if n == 2 {
+            // Dead letters from here on are "since" this instant.
+            since = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let event = gateway.publish("payment.confirmed", json!({"n": n})).await;
+        let id = support::delivery_to(&event, "shop");
+        gateway
+            .wait_for_delivery_status(&id, "dead_lettered", WAIT)
+            .await;
+        ids.push((id, event["id"].as_str().unwrap().to_owned()));
+    }
+    broken.store(false, Ordering::Release);
+
+    let recent = gateway
+        .post_json("/v1/endpoints/shop/recover", &json!({"since": since}))
+        .await;
+    assert_eq!(recent.status, 200, "{recent:#?}");
+    assert_eq!(recent.json["scheduled"], 3, "{recent:#?}");
+    assert_eq!(recent.json["more"], false);
+    for (id, event) in &ids[2..] {
+        gateway
+            .wait_for_delivery_status(id, "delivered", WAIT)
+            .await;
+        receiver.wait_for_event("/hook", event, WAIT).await;
+    }
+    for (id, _) in &ids[..2] {
+        assert_eq!(gateway.delivery(id).await["status"], "dead_lettered");
+    }
+    let rest = gateway
+        .post_json("/v1/endpoints/shop/recover", &json!({}))
+        .await;
+    assert_eq!(rest.json["scheduled"], 2, "{rest:#?}");
+    for (id, _) in &ids[..2] {
+        gateway
+            .wait_for_delivery_status(id, "delivered", WAIT)
+            .await;
+    }
+
+    gateway
+        .post_json("/v1/endpoints/nope/recover", &json!({}))
+        .await
+        .assert_error(404, "not_found");
+    let message = gateway
+        .post_json("/v1/endpoints/shop/recover", &json!({"since": "yesterday"}))
+        .await
+        .assert_error(400, "invalid_body");
+    assert!(message.starts_with("since: "), "{message}");
+}

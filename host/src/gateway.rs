@@ -198,6 +198,44 @@ impl Gateway {
         }
     }
 
+    /// Replays every dead-lettered delivery of `endpoint_id` parked at or after `since`, at
+    /// most `limit` per call (the answer says whether more remain).
+    pub async fn recover(
+        &self,
+        endpoint_id: &str,
+        since: crate::time::UnixMillis,
+        limit: usize,
+    ) -> Result<Recovered, ReplayError> {
+        let store = self.store.clone();
+        let endpoint = endpoint_id.to_owned();
+        let (ids, more) =
+            tokio::task::spawn_blocking(move || store.dead_letters_of(&endpoint, since, limit))
+                .await
+                .map_err(|_| ReplayError::Queue(QueueError::Closed))??;
+        let mut recovered = Recovered {
+            more,
+            ..Recovered::default()
+        };
+        for id in ids {
+            match self.replay(id).await? {
+                Replay::Scheduled => recovered.scheduled += 1,
+                // Replayed by someone else meanwhile.
+                Replay::StillPending | Replay::NotFound => {}
+                Replay::EndpointDisabled => recovered
+                    .not_scheduled
+                    .push((id, "the endpoint is disabled".to_owned())),
+                Replay::EndpointMissing(endpoint) => recovered
+                    .not_scheduled
+                    .push((id, format!("endpoint `{endpoint}` is not configured"))),
+                Replay::PluginFailed(reason) => recovered.not_scheduled.push((id, reason)),
+                Replay::Dropped(by) => recovered
+                    .not_scheduled
+                    .push((id, format!("the plugin filter {by} now drops this event"))),
+            }
+        }
+        Ok(recovered)
+    }
+
     /// Whether the gateway can do its work now: the store answers, the writer runs, and every
     /// chain scanner completed a step within its lag bound. Returns the verdict and the checks.
     pub fn readiness(&self) -> (bool, serde_json::Value) {
@@ -246,6 +284,16 @@ impl Gateway {
     pub fn plugins(&self) -> &PluginRegistry {
         &self.plugins
     }
+}
+
+/// What a bulk recover did.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub scheduled: usize,
+    /// Deliveries left dead-lettered, and why.
+    pub not_scheduled: Vec<(DeliveryId, String)>,
+    /// More dead letters match than one call handles; call again.
+    pub more: bool,
 }
 
 /// A replay that could not be carried out.

@@ -72,6 +72,7 @@ pub fn router(
         .route("/v1/endpoints", get(endpoints::list))
         .route("/v1/endpoints/{id}", get(endpoints::show))
         .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::show))

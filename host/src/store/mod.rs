@@ -464,6 +464,34 @@ impl Store {
         Ok((list, None))
     }
 
+    /// Dead-lettered deliveries of `endpoint` parked at or after `since`, oldest first, at most
+    /// `limit`; and whether more follow.
+    pub fn dead_letters_of(
+        &self,
+        endpoint: &str,
+        since: UnixMillis,
+        limit: usize,
+    ) -> Result<(Vec<DeliveryId>, bool), StoreError> {
+        let txn = self.db.begin_read()?;
+        let dead_letters = txn.open_table(DEAD_LETTERS)?;
+        let deliveries = txn.open_table(DELIVERIES)?;
+        let mut list = Vec::new();
+        for entry in dead_letters.range((since, 0)..)? {
+            let (key, _) = entry?;
+            let id = key.value().1;
+            let Some(record) = read_record::<u128, DeliveryRecord>(&deliveries, id)? else {
+                continue;
+            };
+            if record.endpoint_id == endpoint && record.status == DeliveryStatus::DeadLettered {
+                if list.len() == limit {
+                    return Ok((list, true));
+                }
+                list.push(record.id);
+            }
+        }
+        Ok((list, false))
+    }
+
     /// The addresses the scanner watches on `chain`: those of open payments and of payments
     /// that ended at or after `ended_since` (late transfers are still recorded).
     pub fn watched_addresses(
