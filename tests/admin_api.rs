@@ -643,3 +643,75 @@ async fn an_endpoints_dead_letters_are_recovered_in_bulk_once_it_is_fixed() {
         .assert_error(400, "invalid_body");
     assert!(message.starts_with("since: "), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_listed_by_type_and_shown_with_their_deliveries_data_byte_for_byte() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start(&endpoint("all", &receiver.url("/hook"), "")).await;
+    let data = r#"{"amount":12.50,"raw":123456789012345678901234567890}"#;
+    let body = format!(r#"{{"type":"payment.confirmed","data":{data}}}"#);
+    let exact = gateway
+        .send(
+            gateway
+                .raw_client()
+                .post(gateway.url("/v1/events"))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await;
+    assert_eq!(exact.status, 201, "{exact:#?}");
+    let exact_id = str_field(&exact.json, "id").to_owned();
+    let mut confirmed = vec![exact_id.clone()];
+    for n in 0..2 {
+        let event = gateway.publish("payment.confirmed", json!({"n": n})).await;
+        confirmed.push(str_field(&event, "id").to_owned());
+    }
+    gateway.publish("payment.expired", json!({"n": 9})).await;
+
+    let listed = gateway.get_json("/v1/events?type=payment.confirmed").await;
+    assert_eq!(listed.status, 200, "{listed:#?}");
+    let ids: Vec<&str> = listed.json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["id"].as_str().unwrap())
+        .collect();
+    let newest_first: Vec<&str> = confirmed.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first, "{listed:#?}");
+    let all = gateway.get_json("/v1/events?limit=500").await;
+    assert_eq!(all.json["events"].as_array().unwrap().len(), 4);
+    let later = gateway
+        .get_json("/v1/events?from=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(later.json["events"], json!([]), "{later:#?}");
+
+    receiver.wait_for_event("/hook", &exact_id, WAIT).await;
+    let shown = gateway.get_json(&format!("/v1/events/{exact_id}")).await;
+    assert_eq!(shown.status, 200, "{shown:#?}");
+    assert!(
+        shown.text.contains(&format!(r#""data":{data}"#)),
+        "{}",
+        shown.text
+    );
+    let delivery = &shown.json["deliveries"][0];
+    assert_eq!(delivery["endpoint_id"], "all");
+    let path = format!("/v1/events/{exact_id}");
+    support::poll_until(
+        WAIT,
+        "the delivery to show as delivered",
+        || gateway.get_json(&path),
+        |answer| answer.json["deliveries"][0]["status"] == "delivered",
+    )
+    .await;
+
+    gateway
+        .get_json("/v1/events/evt_00000000000000000000000000000000")
+        .await
+        .assert_error(404, "not_found");
+    let message = gateway
+        .get_json("/v1/events?from=tomorrow")
+        .await
+        .assert_error(400, "invalid_body");
+    assert!(message.starts_with("from: "), "{message}");
+}

@@ -7,6 +7,7 @@
 mod deliveries;
 mod endpoints;
 mod error;
+mod event_reads;
 mod events;
 mod listener;
 mod payments;
@@ -64,7 +65,8 @@ pub fn router(
     };
     Router::new()
         .merge(protected_probes)
-        .route("/v1/events", post(events::publish))
+        .route("/v1/events", post(events::publish).get(event_reads::list))
+        .route("/v1/events/{id}", get(event_reads::show))
         .route("/v1/events/batch", post(events::publish_batch))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))

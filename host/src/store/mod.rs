@@ -434,9 +434,7 @@ impl Store {
         Ok(list)
     }
 
-    /// Deliveries newest first, below `before`, that `keep` accepts, at most `limit`. At most
-    /// `scan` records are examined, so a sparse filter cannot make one request read the whole
-    /// table; the cursor returned continues after the last record examined (`None`: no more).
+    /// Deliveries newest first, below `before`, that `keep` accepts (see [`Store::page`]).
     pub fn deliveries(
         &self,
         before: Option<DeliveryId>,
@@ -444,21 +442,73 @@ impl Store {
         scan: usize,
         keep: impl Fn(&DeliveryRecord) -> bool,
     ) -> Result<(Vec<DeliveryRecord>, Option<DeliveryId>), StoreError> {
+        let (list, next) = self.page(
+            DELIVERIES,
+            before.map(DeliveryId::as_u128),
+            limit,
+            scan,
+            keep,
+        )?;
+        Ok((list, next.map(DeliveryId::from_u128)))
+    }
+
+    /// Events newest first, below `before`, that `keep` accepts (see [`Store::page`]).
+    pub fn events(
+        &self,
+        before: Option<EventId>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&EventRecord) -> bool,
+    ) -> Result<(Vec<EventRecord>, Option<EventId>), StoreError> {
+        let (list, next) = self.page(EVENTS, before.map(EventId::as_u128), limit, scan, keep)?;
+        Ok((list, next.map(EventId::from_u128)))
+    }
+
+    /// An event and the current record of each of its deliveries.
+    pub fn event_with_deliveries(
+        &self,
+        id: EventId,
+    ) -> Result<Option<(EventRecord, Vec<DeliveryRecord>)>, StoreError> {
         let txn = self.db.begin_read()?;
+        let events = txn.open_table(EVENTS)?;
+        let Some(event) = read_record::<u128, EventRecord>(&events, id.as_u128())? else {
+            return Ok(None);
+        };
         let deliveries = txn.open_table(DELIVERIES)?;
-        let until = before.map_or(u128::MAX, DeliveryId::as_u128);
+        let mut records = Vec::with_capacity(event.deliveries.len());
+        for delivery in &event.deliveries {
+            if let Some(record) = read_record(&deliveries, delivery.id.as_u128())? {
+                records.push(record);
+            }
+        }
+        Ok(Some((event, records)))
+    }
+
+    /// Records of a table keyed by time-ordered id, newest first, below `before`, that `keep`
+    /// accepts, at most `limit`. At most `scan` records are examined, so a sparse filter
+    /// cannot make one request read the whole table; the cursor returned continues after the
+    /// last record examined (`None`: no more).
+    fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<u128, &[u8]>,
+        before: Option<u128>,
+        limit: usize,
+        scan: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<(Vec<T>, Option<u128>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(table)?;
         let mut list = Vec::new();
         let mut examined = 0;
-        for entry in deliveries.range(..until)?.rev() {
+        for entry in table.range(..before.unwrap_or(u128::MAX))?.rev() {
             let (key, raw) = entry?;
-            let record: DeliveryRecord = serde_json::from_slice(raw.value())?;
+            let record: T = serde_json::from_slice(raw.value())?;
             examined += 1;
-            let last = DeliveryId::from_u128(key.value());
             if keep(&record) {
                 list.push(record);
             }
             if list.len() == limit || examined == scan {
-                return Ok((list, Some(last)));
+                return Ok((list, Some(key.value())));
             }
         }
         Ok((list, None))
