@@ -28,12 +28,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Peak resident set size of `pid` in kB.
 fn peak_rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    support::measure::status_kb(pid, "VmHWM").expect("VmHWM in /proc/PID/status")
 }
 
 async fn publish_bulk(gateway: &Gateway, batches: std::ops::Range<usize>) {

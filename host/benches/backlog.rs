@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::counting::{Arrivals, latency_line, open_loop, start_receiver};
-use support::measure::{env_number, peak_rss};
+use support::measure::{current_rss, env_number, peak_rss};
 use support::{Gateway, endpoint};
 
 const BATCH: usize = 1000;
@@ -35,19 +35,6 @@ const PUBLISHERS: usize = 4;
 
 fn live_tick(seq: u64) -> Value {
     json!({"type": "live.tick", "data": {"seq": seq}})
-}
-
-/// The resident set size of `pid` now, from `/proc/PID/status`.
-fn current_rss(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .map(|value| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Publishes `events` bulk events; returns how many the gateway accepted.

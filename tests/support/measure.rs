@@ -13,17 +13,27 @@ pub fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
-/// Peak resident set size of `pid`, from `/proc/PID/status`.
+/// A `kB` field of `/proc/PID/status` (`VmHWM`, `VmRSS`, …).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn kb_text(value: Option<u64>) -> String {
+    value.map_or_else(|| "unknown".to_owned(), |kb| format!("{kb} kB"))
+}
+
+/// Peak resident set size of `pid`.
 pub fn peak_rss(pid: u32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmHWM:"))
-                .map(|value| value.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
+    kb_text(status_kb(pid, "VmHWM"))
+}
+
+/// Resident set size of `pid` now.
+pub fn current_rss(pid: u32) -> String {
+    kb_text(status_kb(pid, "VmRSS"))
 }
 
 /// p50 / p99 / max of `latencies`, which it sorts.

@@ -13,9 +13,6 @@ use crate::ids::{DeliveryId, EventId};
 use crate::store::{AttemptRecord, DeliveryRecord, DeliveryStatus};
 use crate::time::rfc3339;
 
-/// Most deliveries on one page.
-const MAX_PAGE: usize = 500;
-
 /// Most records one list request examines; a sparse filter gets a short page and a cursor.
 const MAX_SCAN: usize = 20_000;
 
@@ -50,19 +47,7 @@ pub async fn list(
                 .map_err(|err| ApiError::invalid_body(format!("event_id: {err}")))?,
         ),
     };
-    let cursor = match query.cursor.as_deref() {
-        None => None,
-        Some(text) => Some(
-            text.parse::<DeliveryId>()
-                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))?,
-        ),
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_body(format!(
-            "limit: must be 1 to {MAX_PAGE}, got {limit}"
-        )));
-    }
+    let (cursor, limit) = super::page_params::<DeliveryId>(query.cursor.as_deref(), query.limit)?;
     let store = state.gateway.store().clone();
     let endpoint_id = query.endpoint_id;
     let (page, next) = tokio::task::spawn_blocking(move || {

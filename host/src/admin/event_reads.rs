@@ -11,9 +11,6 @@ use crate::ids::EventId;
 use crate::store::{DeliveryRecord, EventRecord};
 use crate::time::{UnixMillis, parse_rfc3339, rfc3339};
 
-/// Most events on one page.
-const MAX_PAGE: usize = 500;
-
 /// Most records one list request examines; a sparse filter gets a short page and a cursor.
 const MAX_SCAN: usize = 20_000;
 
@@ -47,20 +44,7 @@ pub async fn list(
     let Query(query) = query.map_err(super::query_error)?;
     let from = time("from", query.from.as_deref())?;
     let to = time("to", query.to.as_deref())?;
-    let cursor = query
-        .cursor
-        .as_deref()
-        .map(|text| {
-            text.parse::<EventId>()
-                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))
-        })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_body(format!(
-            "limit: must be 1 to {MAX_PAGE}, got {limit}"
-        )));
-    }
+    let (cursor, limit) = super::page_params::<EventId>(query.cursor.as_deref(), query.limit)?;
     // Ids are time-ordered: `to` is where the newest-first walk starts.
     let before = match (cursor, to) {
         (Some(cursor), _) => Some(cursor),

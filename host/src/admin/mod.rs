@@ -145,6 +145,30 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// Most items on one page of a list.
+pub(crate) const MAX_PAGE: usize = 500;
+
+/// A list's `cursor` (the previous page's `next_cursor`) and `limit` (default 100, at most
+/// [`MAX_PAGE`]), checked; errors name the parameter.
+pub(crate) fn page_params<Id: std::str::FromStr<Err = crate::ids::InvalidId>>(
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(Option<Id>, usize), ApiError> {
+    let cursor = cursor
+        .map(|text| {
+            text.parse::<Id>()
+                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))
+        })
+        .transpose()?;
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_body(format!(
+            "limit: must be 1 to {MAX_PAGE}, got {limit}"
+        )));
+    }
+    Ok((cursor, limit))
+}
+
 /// A query string that does not fit the route's parameters, as a JSON 400 naming the problem
 /// (axum's own rejection is plain text).
 pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -> ApiError {

@@ -15,9 +15,6 @@ use super::{ApiError, ApiState};
 use crate::ids::PaymentId;
 use crate::payments::{CreateRequest, Created, Payment, PaymentStatus, events};
 
-/// Most payments on one page.
-const MAX_PAGE: usize = 500;
-
 pub async fn create(
     State(state): State<ApiState>,
     body: Bytes,
@@ -91,19 +88,7 @@ pub async fn list(
                 ApiError::invalid_body(format!("address: `{text}` is not an address"))
             })?),
         };
-    let cursor = match query.cursor.as_deref() {
-        None => None,
-        Some(text) => Some(
-            text.parse::<PaymentId>()
-                .map_err(|err| ApiError::invalid_body(format!("cursor: {err}")))?,
-        ),
-    };
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::invalid_body(format!(
-            "limit: must be 1 to {MAX_PAGE}, got {limit}"
-        )));
-    }
+    let (cursor, limit) = super::page_params::<PaymentId>(query.cursor.as_deref(), query.limit)?;
     let store = state.gateway.store().clone();
     let chain = query.chain;
     let page = tokio::task::spawn_blocking(move || {
