@@ -56,6 +56,14 @@ async fn healthz_and_readyz_are_open_and_every_v1_route_needs_the_bearer_token()
         ("POST", "/v1/events/batch".to_owned()),
         ("GET", format!("/v1/deliveries/{unknown}")),
         ("POST", format!("/v1/deliveries/{unknown}/replay")),
+        ("POST", format!("/v1/deliveries/{unknown}/retry")),
+        ("GET", "/v1/deliveries".to_owned()),
+        ("GET", "/v1/events".to_owned()),
+        (
+            "GET",
+            "/v1/events/evt_00000000000000000000000000000000".to_owned(),
+        ),
+        ("POST", "/v1/endpoints/orders/recover".to_owned()),
     ];
     let prefix = format!("Bearer {}", &ADMIN_TOKEN[..8]);
     let longer = format!("Bearer {ADMIN_TOKEN}-and-more");
@@ -714,4 +722,55 @@ async fn events_are_listed_by_type_and_shown_with_their_deliveries_data_byte_for
         .await
         .assert_error(400, "invalid_body");
     assert!(message.starts_with("from: "), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_delivery_waiting_for_a_late_retry_is_tried_now_on_request() {
+    let receiver = Receiver::start(|call| {
+        if call.attempt == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let gateway = Gateway::start(&endpoint(
+        "shop",
+        &receiver.url("/hook"),
+        "retry_schedule = [\"0s\", \"1h\"]",
+    ))
+    .await;
+    let event = gateway.publish("payment.confirmed", json!({"n": 1})).await;
+    let id = support::delivery_to(&event, "shop");
+    let path = format!("/v1/deliveries/{id}");
+    let waiting = support::poll_until(
+        WAIT,
+        "the first attempt to fail",
+        || gateway.get_json(&path),
+        |answer| answer.json["attempt_count"] == 1,
+    )
+    .await;
+    assert_eq!(waiting.json["status"], "pending", "{waiting:#?}");
+
+    let retried = gateway
+        .post_json(&format!("/v1/deliveries/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(retried.status, 202, "{retried:#?}");
+    assert_eq!(retried.json["already_due"], false);
+    let delivered = gateway
+        .wait_for_delivery_status(&id, "delivered", WAIT)
+        .await;
+    assert_eq!(delivered["attempt_count"], 2, "{delivered:#?}");
+
+    gateway
+        .post_json(&format!("/v1/deliveries/{id}/retry"), &json!({}))
+        .await
+        .assert_error(409, "conflict");
+    gateway
+        .post_json(
+            "/v1/deliveries/dlv_00000000000000000000000000000000/retry",
+            &json!({}),
+        )
+        .await
+        .assert_error(404, "not_found");
 }

@@ -1,5 +1,6 @@
 //! `GET /v1/deliveries` (filtered, newest first, cursor pages), `GET /v1/deliveries/{id}`
-//! (status and attempts) and `POST /v1/deliveries/{id}/replay`.
+//! (status and attempts), `POST /v1/deliveries/{id}/retry` (a pending one, now) and
+//! `POST /v1/deliveries/{id}/replay` (a finished one, again).
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -10,6 +11,7 @@ use serde::Deserialize;
 use super::{ApiError, ApiState};
 use crate::gateway::{Replay, ReplayError};
 use crate::ids::{DeliveryId, EventId};
+use crate::queue::RetryNowOutcome;
 use crate::store::{AttemptRecord, DeliveryRecord, DeliveryStatus};
 use crate::time::rfc3339;
 
@@ -85,6 +87,30 @@ pub async fn show(
         })??;
     let (record, attempts) = found.ok_or_else(|| unknown(id))?;
     Ok(Json(view(&record, &attempts)))
+}
+
+/// `POST /v1/deliveries/{id}/retry`: a pending delivery waiting for a later retry is tried
+/// now (its retry count is unchanged: this attempt is the one the schedule had planned).
+pub async fn retry(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = parse_id(&id)?;
+    match state.gateway.queue().retry_now(id).await? {
+        RetryNowOutcome::Scheduled => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": id, "status": "pending", "already_due": false})),
+        )),
+        RetryNowOutcome::AlreadyDue => Ok((
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({"id": id, "status": "pending", "already_due": true})),
+        )),
+        RetryNowOutcome::NotPending => Err(ApiError::conflict(
+            "conflict",
+            format!("delivery {id} is not pending; replay it to send it again"),
+        )),
+        RetryNowOutcome::NotFound => Err(unknown(id)),
+    }
 }
 
 pub async fn replay(

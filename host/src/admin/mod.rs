@@ -71,6 +71,7 @@ pub fn router(
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))
         .route("/v1/deliveries/{id}/replay", post(deliveries::replay))
+        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
         .route("/v1/endpoints", get(endpoints::list))
         .route("/v1/endpoints/{id}", get(endpoints::show))
         .route("/v1/endpoints/{id}/enable", post(endpoints::enable))

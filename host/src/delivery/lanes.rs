@@ -333,6 +333,15 @@ impl Sink for Dispatcher {
         }
     }
 
+    fn wake(&self, endpoint_id: &str, at: UnixMillis) {
+        if let Some(lane) = self.lanes.get(endpoint_id) {
+            let mut state = lane.state();
+            state.wake_at = state.wake_at.min(at);
+            drop(state);
+            lane.feed.notify_one();
+        }
+    }
+
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>) {
         if let Some(subscriber) = self.subscriptions.get(endpoint_id) {
             match &disabled_reason {

@@ -137,6 +137,18 @@ pub struct AttemptReport {
     pub decision: Decision,
 }
 
+/// The result of a retry-now request.
+#[derive(Debug, Clone)]
+pub enum RetryNowOutcome {
+    /// Its next attempt is due now.
+    Scheduled,
+    /// It was due already (or in flight).
+    AlreadyDue,
+    /// It is not pending: replay it instead.
+    NotPending,
+    NotFound,
+}
+
 /// The result of a replay request.
 #[derive(Debug, Clone)]
 pub enum ReplayOutcome {
@@ -232,6 +244,11 @@ pub(crate) enum Command {
         reason: Option<String>,
         reply: oneshot::Sender<Result<(), QueueError>>,
     },
+    /// Makes a pending delivery waiting for a later retry due now.
+    RetryNow {
+        id: DeliveryId,
+        reply: oneshot::Sender<Result<RetryNowOutcome, QueueError>>,
+    },
     /// One step of the retention sweep, reading events from `cursor` on.
     Sweep {
         retention: retention::Retention,
@@ -247,6 +264,8 @@ pub trait Sink: Send + Sync + 'static {
     /// An attempt or render of a delivery was committed (or failed to commit): its lane no
     /// longer holds it, and it is due again at `next_at` if it is still pending.
     fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>);
+    /// A delivery of `endpoint_id` in the store fell due at `at`.
+    fn wake(&self, endpoint_id: &str, at: UnixMillis);
     /// An endpoint was disabled (410) or enabled again.
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
     /// Committed deliveries whose plugin chain must run before they can be sent.
@@ -314,6 +333,13 @@ impl QueueHandle {
             reply,
         })
         .await?;
+        answer.await.map_err(|_| QueueError::Closed)?
+    }
+
+    /// Makes a pending delivery's next attempt due now.
+    pub async fn retry_now(&self, id: DeliveryId) -> Result<RetryNowOutcome, QueueError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::RetryNow { id, reply }).await?;
         answer.await.map_err(|_| QueueError::Closed)?
     }
 

@@ -35,6 +35,8 @@ pub(super) struct AfterCommit {
     pub render: Vec<RenderJob>,
     /// (endpoint, delivery, next due time): an attempt or a render whose outcome is committed.
     pub settled: Vec<(String, DeliveryId, Option<UnixMillis>)>,
+    /// (endpoint, due at): a delivery in the store became due earlier than its lane knows.
+    pub wakes: Vec<(String, UnixMillis)>,
     pub endpoint_changes: Vec<(String, Option<String>)>,
 }
 

@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use super::redb_txn::{AfterCommit, RedbTxn, dead_letter, set_payload, stored_body};
 use super::{
-    AttemptReport, Command, Decision, QueueError, QueueHandle, RenderResult, ReplayOutcome, Sink,
+    AttemptReport, Command, Decision, QueueError, QueueHandle, RenderResult, ReplayOutcome,
+    RetryNowOutcome, Sink,
 };
 use crate::delivery::Subscriptions;
 use crate::ids::DeliveryId;
@@ -64,6 +65,7 @@ enum Applied {
     Replayed(ReplayOutcome),
     EndpointSet,
     Swept(super::retention::SweepStep),
+    RetriedNow(RetryNowOutcome),
 }
 
 impl Writer {
@@ -108,6 +110,9 @@ impl Writer {
             }
             for delivery in after.deliver_now {
                 self.sink.deliver_now(delivery);
+            }
+            for (endpoint_id, at) in after.wakes {
+                self.sink.wake(&endpoint_id, at);
             }
             if !after.render.is_empty() {
                 self.sink.render(after.render);
@@ -176,6 +181,9 @@ impl Writer {
                     Command::Replay { id, payload, .. } => {
                         Applied::Replayed(replay(&mut tables, *id, payload.as_ref(), now, after)?)
                     }
+                    Command::RetryNow { id, .. } => {
+                        Applied::RetriedNow(retry_now(&mut tables, *id, now, after)?)
+                    }
                     Command::Sweep {
                         retention, cursor, ..
                     } => Applied::Swept(super::retention::sweep(
@@ -226,6 +234,12 @@ fn answer(command: Command, result: Result<&Applied, QueueError>) {
         }
         Command::SetEndpointEnabled { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
+        }
+        Command::RetryNow { reply, .. } => {
+            let _ = reply.send(result.map(|applied| match applied {
+                Applied::RetriedNow(outcome) => outcome.clone(),
+                _ => unreachable!("a retry-now command yields a retry-now result"),
+            }));
         }
         Command::Sweep { reply, .. } => {
             let _ = reply.send(result.map(|applied| match applied {
@@ -354,6 +368,28 @@ fn record_attempt(
         }
     }
     tables.put_delivery(&record)
+}
+
+/// Moves a pending delivery's next attempt to now and wakes its lane.
+fn retry_now(
+    tables: &mut Tables<'_>,
+    id: DeliveryId,
+    now: UnixMillis,
+    after: &mut AfterCommit,
+) -> Result<RetryNowOutcome, StoreError> {
+    let Some(mut record) = tables.delivery(id)? else {
+        return Ok(RetryNowOutcome::NotFound);
+    };
+    if record.status != DeliveryStatus::Pending {
+        return Ok(RetryNowOutcome::NotPending);
+    }
+    if record.next_attempt_at.is_none_or(|at| at <= now) {
+        return Ok(RetryNowOutcome::AlreadyDue);
+    }
+    tables.schedule(&mut record, now)?;
+    tables.put_delivery(&record)?;
+    after.wakes.push((record.endpoint_id.clone(), now));
+    Ok(RetryNowOutcome::Scheduled)
 }
 
 fn replay(
