@@ -64,6 +64,10 @@ async fn healthz_and_readyz_are_open_and_every_v1_route_needs_the_bearer_token()
             "/v1/events/evt_00000000000000000000000000000000".to_owned(),
         ),
         ("POST", "/v1/endpoints/orders/recover".to_owned()),
+        (
+            "POST",
+            "/v1/events/evt_00000000000000000000000000000000/resend".to_owned(),
+        ),
     ];
     let prefix = format!("Bearer {}", &ADMIN_TOKEN[..8]);
     let longer = format!("Bearer {ADMIN_TOKEN}-and-more");
@@ -713,8 +717,45 @@ async fn events_are_listed_by_type_and_shown_with_their_deliveries_data_byte_for
     )
     .await;
 
+    // Sent again: the receiver gets the same event (same webhook-id, same bytes) a second time.
+    let first = receiver.wait_for_event("/hook", &exact_id, WAIT).await;
+    let resent = gateway
+        .post_json(&format!("/v1/events/{exact_id}/resend"), &json!({}))
+        .await;
+    assert_eq!(resent.status, 202, "{resent:#?}");
+    assert_eq!(
+        resent.json["deliveries"][0]["result"], "scheduled",
+        "{resent:#?}"
+    );
+    let twice = support::poll_until(
+        WAIT,
+        "the event to arrive a second time",
+        || async { receiver.requests_on("/hook") },
+        |requests| {
+            requests
+                .iter()
+                .filter(|request| request.webhook_id() == Some(exact_id.as_str()))
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let copies: Vec<_> = twice
+        .iter()
+        .filter(|request| request.webhook_id() == Some(exact_id.as_str()))
+        .collect();
+    assert_eq!(copies[0].body, copies[1].body);
+    assert_eq!(copies[0].body, first[0].body);
+
     gateway
         .get_json("/v1/events/evt_00000000000000000000000000000000")
+        .await
+        .assert_error(404, "not_found");
+    gateway
+        .post_json(
+            "/v1/events/evt_00000000000000000000000000000000/resend",
+            &json!({}),
+        )
         .await
         .assert_error(404, "not_found");
     let message = gateway

@@ -1,5 +1,6 @@
 //! `GET /v1/events` (filtered by type and time, newest first, cursor pages) and
-//! `GET /v1/events/{id}` (the event as published, with each delivery's current status).
+//! `GET /v1/events/{id}` (the event as published, with each delivery's current status) and
+//! `POST /v1/events/{id}/resend`.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -7,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, ApiState};
+use crate::gateway::Replay;
 use crate::ids::EventId;
 use crate::store::{DeliveryRecord, EventRecord};
 use crate::time::{UnixMillis, parse_rfc3339, rfc3339};
@@ -93,6 +95,63 @@ pub async fn show(
     let (event, deliveries) =
         found.ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))?;
     Ok(axum::Json(view(&event, Some(&deliveries))).into_response())
+}
+
+/// `POST /v1/events/{id}/resend`: sends the event again to each endpoint it went to (the
+/// original service's "send webhook"): every delivered or dead-lettered delivery is replayed
+/// with the same bytes and `webhook-id`; pending ones are on their way already.
+pub async fn resend(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: EventId = id
+        .parse()
+        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
+    let store = state.gateway.store().clone();
+    let found = tokio::task::spawn_blocking(move || store.event_with_deliveries(id))
+        .await
+        .map_err(|err| ApiError::internal(err.to_string()))??;
+    let (_, deliveries) =
+        found.ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))?;
+    let mut results = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        let outcome = state
+            .gateway
+            .replay(delivery.id)
+            .await
+            .map_err(|err| match err {
+                crate::gateway::ReplayError::Queue(err) => ApiError::from(err),
+                crate::gateway::ReplayError::Store(err) => ApiError::from(err),
+            })?;
+        let (result, reason) = match outcome {
+            Replay::Scheduled => ("scheduled", None),
+            Replay::StillPending => ("already_pending", None),
+            Replay::NotFound => ("gone", None),
+            Replay::EndpointDisabled => {
+                ("not_scheduled", Some("the endpoint is disabled".to_owned()))
+            }
+            Replay::EndpointMissing(endpoint) => (
+                "not_scheduled",
+                Some(format!("endpoint `{endpoint}` is not configured")),
+            ),
+            Replay::PluginFailed(reason) => ("not_scheduled", Some(reason)),
+            Replay::Dropped(by) => (
+                "not_scheduled",
+                Some(format!("the plugin filter {by} now drops this event")),
+            ),
+        };
+        results.push(serde_json::json!({
+            "id": delivery.id,
+            "endpoint_id": delivery.endpoint_id,
+            "result": result,
+            "reason": reason,
+        }));
+    }
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"id": id, "deliveries": results})),
+    )
+        .into_response())
 }
 
 /// An event as the API shows it. Serialized directly (never through `serde_json::Value`), so

@@ -67,6 +67,7 @@ pub fn router(
         .merge(protected_probes)
         .route("/v1/events", post(events::publish).get(event_reads::list))
         .route("/v1/events/{id}", get(event_reads::show))
+        .route("/v1/events/{id}/resend", post(event_reads::resend))
         .route("/v1/events/batch", post(events::publish_batch))
         .route("/v1/deliveries", get(deliveries::list))
         .route("/v1/deliveries/{id}", get(deliveries::show))
