@@ -53,6 +53,21 @@ pub enum Replay {
     Dropped(String),
 }
 
+impl Replay {
+    /// Why the delivery was left as it was, for a replay that could not be scheduled.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            Replay::Scheduled | Replay::StillPending | Replay::NotFound => None,
+            Replay::EndpointDisabled => Some("the endpoint is disabled".to_owned()),
+            Replay::EndpointMissing(endpoint) => {
+                Some(format!("endpoint `{endpoint}` is not configured"))
+            }
+            Replay::PluginFailed(reason) => Some(reason.clone()),
+            Replay::Dropped(by) => Some(format!("the plugin filter {by} now drops this event")),
+        }
+    }
+}
+
 /// A running gateway; the admin API holds it.
 pub struct Gateway {
     store: Store,
@@ -217,21 +232,13 @@ impl Gateway {
             ..Recovered::default()
         };
         for id in ids {
-            match self.replay(id).await? {
-                Replay::Scheduled => recovered.scheduled += 1,
-                // Replayed by someone else meanwhile.
-                Replay::StillPending | Replay::NotFound => {}
-                Replay::EndpointDisabled => recovered
-                    .not_scheduled
-                    .push((id, "the endpoint is disabled".to_owned())),
-                Replay::EndpointMissing(endpoint) => recovered
-                    .not_scheduled
-                    .push((id, format!("endpoint `{endpoint}` is not configured"))),
-                Replay::PluginFailed(reason) => recovered.not_scheduled.push((id, reason)),
-                Replay::Dropped(by) => recovered
-                    .not_scheduled
-                    .push((id, format!("the plugin filter {by} now drops this event"))),
+            let replay = self.replay(id).await?;
+            if let Replay::Scheduled = replay {
+                recovered.scheduled += 1;
+            } else if let Some(reason) = replay.refusal() {
+                recovered.not_scheduled.push((id, reason));
             }
+            // Otherwise it was replayed by someone else meanwhile.
         }
         Ok(recovered)
     }

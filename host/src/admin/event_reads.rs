@@ -123,22 +123,12 @@ pub async fn resend(
                 crate::gateway::ReplayError::Queue(err) => ApiError::from(err),
                 crate::gateway::ReplayError::Store(err) => ApiError::from(err),
             })?;
-        let (result, reason) = match outcome {
-            Replay::Scheduled => ("scheduled", None),
-            Replay::StillPending => ("already_pending", None),
-            Replay::NotFound => ("gone", None),
-            Replay::EndpointDisabled => {
-                ("not_scheduled", Some("the endpoint is disabled".to_owned()))
-            }
-            Replay::EndpointMissing(endpoint) => (
-                "not_scheduled",
-                Some(format!("endpoint `{endpoint}` is not configured")),
-            ),
-            Replay::PluginFailed(reason) => ("not_scheduled", Some(reason)),
-            Replay::Dropped(by) => (
-                "not_scheduled",
-                Some(format!("the plugin filter {by} now drops this event")),
-            ),
+        let reason = outcome.refusal();
+        let result = match outcome {
+            Replay::Scheduled => "scheduled",
+            Replay::StillPending => "already_pending",
+            Replay::NotFound => "gone",
+            _ => "not_scheduled",
         };
         results.push(serde_json::json!({
             "id": delivery.id,
