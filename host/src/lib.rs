@@ -5,7 +5,8 @@
 //! ```text
 //! admin (publish) ─▶ queue::writer ─(one redb commit)─▶ delivery::lanes ─▶ delivery::sender ─▶ HTTP
 //!                        ▲                                   │
-//!                        └──────── attempt results ──────────┘   delivery::scheduler (retries, recovery)
+//!                        └──────── attempt results ──────────┘   (each lane's feeder reads retries
+//!                                                                  and recovery from the due index)
 //! ```
 //!
 //! * [`config`] — the TOML file plus environment overrides.
@@ -14,7 +15,9 @@
 //! * [`store`] — the redb schema and read-side queries.
 //! * [`events`] — publish requests into events with their fan-out and default body.
 //! * [`queue`] — the single writer that group-commits events, deliveries and attempt results.
-//! * [`delivery`] — retry policy, per-endpoint lanes of HTTP workers, the retry timer.
+//! * [`delivery`] — retry policy, per-endpoint lanes of HTTP workers fed from the due index,
+//!   the egress guard.
+//! * [`metrics`] — the Prometheus registry behind `/metrics`.
 //! * [`signing`] — `X-Webhook-Signature` and Standard Webhooks signatures.
 //! * [`admin`] — the HTTP API operators and merchants drive.
 //! * [`gateway`] — wires the pieces together and runs them.

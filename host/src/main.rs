@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway: admin API, delivery engine and retry scheduler.
+    /// Run the gateway: admin API, chain scanners and delivery engine.
     Serve {
         /// The TOML configuration file (see host/config.example.toml).
         #[arg(long, short, env = "HOOKGATE_CONFIG")]
