@@ -32,16 +32,10 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(super::query_error)?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_value::<DeliveryStatus>(serde_json::json!(text)).map_err(|_| {
-                ApiError::invalid_body(format!(
-                    "status: `{text}` is not one of pending, delivered, dropped, dead_lettered"
-                ))
-            })?,
-        ),
-    };
+    let status = super::status_param::<DeliveryStatus>(
+        query.status.as_deref(),
+        "pending, delivered, dropped, dead_lettered",
+    )?;
     let event_id = match query.event_id.as_deref() {
         None => None,
         Some(text) => Some(

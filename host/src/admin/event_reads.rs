@@ -85,16 +85,21 @@ pub async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let (event, deliveries) = load(&state, &id).await?;
+    Ok(axum::Json(view(&event, Some(&deliveries))).into_response())
+}
+
+/// The event named by `id` (text from the path) with its deliveries; 404 for a malformed or
+/// unknown id.
+async fn load(state: &ApiState, id: &str) -> Result<(EventRecord, Vec<DeliveryRecord>), ApiError> {
     let id: EventId = id
         .parse()
         .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
     let store = state.gateway.store().clone();
-    let found = tokio::task::spawn_blocking(move || store.event_with_deliveries(id))
+    tokio::task::spawn_blocking(move || store.event_with_deliveries(id))
         .await
-        .map_err(|err| ApiError::internal(err.to_string()))??;
-    let (event, deliveries) =
-        found.ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))?;
-    Ok(axum::Json(view(&event, Some(&deliveries))).into_response())
+        .map_err(|err| ApiError::internal(err.to_string()))??
+        .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))
 }
 
 /// `POST /v1/events/{id}/resend`: sends the event again to each endpoint it went to (the
@@ -104,15 +109,8 @@ pub async fn resend(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id: EventId = id
-        .parse()
-        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
-    let store = state.gateway.store().clone();
-    let found = tokio::task::spawn_blocking(move || store.event_with_deliveries(id))
-        .await
-        .map_err(|err| ApiError::internal(err.to_string()))??;
-    let (_, deliveries) =
-        found.ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))?;
+    let (event, deliveries) = load(&state, &id).await?;
+    let id = event.id;
     let mut results = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         let outcome = state

@@ -150,6 +150,19 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// Most items on one page of a list.
 pub(crate) const MAX_PAGE: usize = 500;
 
+/// A list's `status` filter parsed as `T` (a snake_case enum); the error lists `choices`.
+pub(crate) fn status_param<T: serde::de::DeserializeOwned>(
+    text: Option<&str>,
+    choices: &str,
+) -> Result<Option<T>, ApiError> {
+    text.map(|text| {
+        serde_json::from_value::<T>(serde_json::json!(text)).map_err(|_| {
+            ApiError::invalid_body(format!("status: `{text}` is not one of {choices}"))
+        })
+    })
+    .transpose()
+}
+
 /// A list's `cursor` (the previous page's `next_cursor`) and `limit` (default 100, at most
 /// [`MAX_PAGE`]), checked; errors name the parameter.
 pub(crate) fn page_params<Id: std::str::FromStr<Err = crate::ids::InvalidId>>(

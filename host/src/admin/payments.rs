@@ -71,16 +71,10 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(query) = query.map_err(super::query_error)?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(text) => Some(
-            serde_json::from_value::<PaymentStatus>(serde_json::json!(text)).map_err(|_| {
-                ApiError::invalid_body(format!(
-                    "status: `{text}` is not one of pending, underpaid, detected, confirmed, expired"
-                ))
-            })?,
-        ),
-    };
+    let status = super::status_param::<PaymentStatus>(
+        query.status.as_deref(),
+        "pending, underpaid, detected, confirmed, expired",
+    )?;
     let address =
         match query.address.as_deref() {
             None => None,
