@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::signing::Secret;
 use crate::time::{UnixMillis, parse_rfc3339};
@@ -461,7 +461,7 @@ fn default_plugin_output_kib() -> usize {
 }
 
 /// One step of an endpoint's plugin chain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginStepConfig {
     /// The plugin's name: its file is `NAME.wasm` in the plugins directory.
@@ -475,31 +475,169 @@ fn empty_table() -> toml::Value {
     toml::Value::Table(toml::Table::new())
 }
 
-/// One receiver of webhooks.
-#[derive(Debug, Clone, Deserialize)]
+/// One receiver of webhooks: from the config file, or created over the admin API (the same
+/// fields in JSON). Serialized only into the store, which keeps the secrets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
     pub id: String,
     pub url: String,
+    /// Free text for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     pub secret: Secret,
     /// The secret being rotated out; it keeps signing until `previous_secret_expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret: Option<Secret>,
     /// RFC 3339; required with `previous_secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_secret_expires_at: Option<String>,
     /// Event types this endpoint receives; `"*"` means all.
     #[serde(default = "all_event_types")]
     pub event_types: Vec<String>,
-    #[serde(default, with = "optional_duration_list")]
+    #[serde(
+        default,
+        with = "optional_duration_list",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_schedule: Option<Vec<Duration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_jitter: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
-    #[serde(default, with = "optional_duration_text")]
+    #[serde(
+        default,
+        with = "optional_duration_text",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub request_timeout: Option<Duration>,
     /// Plugins run in order on each event for this endpoint: every filter may drop it, each
     /// transform reshapes the body the next one sees.
     #[serde(default)]
     pub plugins: Vec<PluginStepConfig>,
 }
+
+impl EndpointConfig {
+    /// Checks one endpoint against the delivery defaults and the egress guard; the message
+    /// names the endpoint and the field. The config file and the admin API both use it.
+    pub fn validate(
+        &self,
+        delivery: &DeliveryConfig,
+        egress: &crate::delivery::egress::EgressGuard,
+    ) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(message));
+        let at = format!("endpoint `{}`", self.id);
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(format!(
+                "{at}: ids use letters, digits, `-` and `_` only (and are not empty)"
+            ));
+        }
+        match crate::delivery::endpoint::Target::parse(&self.url) {
+            Err(reason) => {
+                return invalid(format!(
+                    "{at}: url `{}` is not an http(s) URL: {reason}",
+                    self.url
+                ));
+            }
+            Ok(target) => {
+                if let Err(refused) = egress.check_host(&target.host) {
+                    return invalid(format!("{at}: url host {refused}"));
+                }
+            }
+        }
+        if url::Url::parse(&self.url)
+            .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            return invalid(format!(
+                "{at}: url must not carry a user name or password (it would show in logs and \
+                 the API); authenticate the receiver with the signature or a plugin header"
+            ));
+        }
+        self.secret
+            .validate()
+            .map_err(|err| ConfigError::Invalid(format!("{at}: secret {err}")))?;
+        match (&self.previous_secret, &self.previous_secret_expires_at) {
+            (Some(previous), Some(expiry)) => {
+                previous
+                    .validate()
+                    .map_err(|err| ConfigError::Invalid(format!("{at}: previous_secret {err}")))?;
+                if parse_rfc3339(expiry).is_err() {
+                    return invalid(format!(
+                        "{at}: previous_secret_expires_at `{expiry}` is not RFC 3339 \
+                         (like 2026-12-01T00:00:00Z)"
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return invalid(format!(
+                    "{at}: previous_secret needs previous_secret_expires_at, so the old \
+                     secret stops signing at a known time"
+                ));
+            }
+            (None, Some(_)) => {
+                return invalid(format!(
+                    "{at}: previous_secret_expires_at is set without previous_secret"
+                ));
+            }
+            (None, None) => {}
+        }
+        if self.event_types.is_empty() {
+            return invalid(format!(
+                "{at}: event_types is empty; use [\"*\"] for every type"
+            ));
+        }
+        for step in &self.plugins {
+            if !is_plugin_name(&step.name) {
+                return invalid(format!(
+                    "{at}: plugin name `{}` must be letters, digits, `-` and `_` (the file \
+                     is NAME.wasm)",
+                    step.name
+                ));
+            }
+        }
+        validate_policy(
+            &at,
+            self.retry_schedule
+                .as_deref()
+                .unwrap_or(&delivery.retry_schedule),
+            self.retry_jitter.unwrap_or(delivery.retry_jitter),
+            self.concurrency.unwrap_or(delivery.concurrency),
+        )?;
+        if self
+            .concurrency
+            .is_some_and(|workers| workers > MAX_CONCURRENCY)
+        {
+            return invalid(format!(
+                "{at}: concurrency must be at most {MAX_CONCURRENCY}"
+            ));
+        }
+        if self
+            .request_timeout
+            .is_some_and(|timeout| timeout.is_zero())
+        {
+            return invalid(format!("{at}: request_timeout must be above zero"));
+        }
+        if let Some(description) = &self.description
+            && description.chars().count() > MAX_DESCRIPTION_CHARS
+        {
+            return invalid(format!(
+                "{at}: description is over {MAX_DESCRIPTION_CHARS} characters"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Longest endpoint description kept.
+const MAX_DESCRIPTION_CHARS: usize = 1_000;
+
+/// Most workers (and connections) one endpoint may have.
+pub const MAX_CONCURRENCY: usize = 256;
 
 fn all_event_types() -> Vec<String> {
     vec!["*".to_owned()]
@@ -511,6 +649,7 @@ impl EndpointConfig {
         Self {
             id: DEFAULT_ENDPOINT_ID.to_owned(),
             url,
+            description: None,
             secret,
             previous_secret: None,
             previous_secret_expires_at: None,
@@ -667,96 +806,13 @@ impl Config {
         let egress = self.egress.guard()?;
         let mut seen = HashSet::new();
         for endpoint in &self.endpoints {
-            let at = format!("endpoint `{}`", endpoint.id);
-            if endpoint.id.is_empty()
-                || !endpoint
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return invalid(format!(
-                    "{at}: ids use letters, digits, `-` and `_` only (and are not empty)"
-                ));
-            }
             if !seen.insert(endpoint.id.as_str()) {
-                return invalid(format!("{at} is defined twice"));
+                return Err(ConfigError::Invalid(format!(
+                    "endpoint `{}` is defined twice",
+                    endpoint.id
+                )));
             }
-            match crate::delivery::endpoint::Target::parse(&endpoint.url) {
-                Err(reason) => {
-                    return invalid(format!(
-                        "{at}: url `{}` is not an http(s) URL: {reason}",
-                        endpoint.url
-                    ));
-                }
-                Ok(target) => {
-                    if let Err(refused) = egress.check_host(&target.host) {
-                        return invalid(format!("{at}: url host {refused}"));
-                    }
-                }
-            }
-            if url::Url::parse(&endpoint.url)
-                .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
-            {
-                return invalid(format!(
-                    "{at}: url must not carry a user name or password (it would show in logs and \
-                     the API); authenticate the receiver with the signature or a plugin header"
-                ));
-            }
-            endpoint
-                .secret
-                .validate()
-                .map_err(|err| ConfigError::Invalid(format!("{at}: secret {err}")))?;
-            match (
-                &endpoint.previous_secret,
-                &endpoint.previous_secret_expires_at,
-            ) {
-                (Some(previous), Some(expiry)) => {
-                    previous.validate().map_err(|err| {
-                        ConfigError::Invalid(format!("{at}: previous_secret {err}"))
-                    })?;
-                    if parse_rfc3339(expiry).is_err() {
-                        return invalid(format!(
-                            "{at}: previous_secret_expires_at `{expiry}` is not RFC 3339 \
-                             (like 2026-12-01T00:00:00Z)"
-                        ));
-                    }
-                }
-                (Some(_), None) => {
-                    return invalid(format!(
-                        "{at}: previous_secret needs previous_secret_expires_at, so the old \
-                         secret stops signing at a known time"
-                    ));
-                }
-                (None, Some(_)) => {
-                    return invalid(format!(
-                        "{at}: previous_secret_expires_at is set without previous_secret"
-                    ));
-                }
-                (None, None) => {}
-            }
-            if endpoint.event_types.is_empty() {
-                return invalid(format!(
-                    "{at}: event_types is empty; use [\"*\"] for every type"
-                ));
-            }
-            for step in &endpoint.plugins {
-                if !is_plugin_name(&step.name) {
-                    return invalid(format!(
-                        "{at}: plugin name `{}` must be letters, digits, `-` and `_` (the file \
-                         is NAME.wasm)",
-                        step.name
-                    ));
-                }
-            }
-            validate_policy(
-                &at,
-                endpoint
-                    .retry_schedule
-                    .as_deref()
-                    .unwrap_or(&self.delivery.retry_schedule),
-                endpoint.retry_jitter.unwrap_or(self.delivery.retry_jitter),
-                endpoint.concurrency.unwrap_or(self.delivery.concurrency),
-            )?;
+            endpoint.validate(&self.delivery, &egress)?;
         }
         self.validate_chains()
     }
@@ -888,6 +944,15 @@ mod duration_text {
 
     use serde::{Deserialize, Deserializer};
 
+    /// The text `parse` reads back exactly: whole milliseconds when that is exact.
+    pub fn text(duration: Duration) -> String {
+        if duration.subsec_nanos() % 1_000_000 == 0 {
+            format!("{}ms", duration.as_millis())
+        } else {
+            format!("{}ns", duration.as_nanos())
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Duration, String> {
         humantime::parse_duration(text).map_err(|err| {
             format!("`{text}` is not a duration like \"500ms\", \"5s\" or \"2h\" ({err})")
@@ -904,6 +969,14 @@ mod optional_duration_text {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
+
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::Serialize as _;
+        value.map(super::duration_text::text).serialize(serializer)
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -938,6 +1011,22 @@ mod optional_duration_list {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
+
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<Vec<Duration>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        use serde::Serialize as _;
+        value
+            .as_ref()
+            .map(|list| {
+                list.iter()
+                    .copied()
+                    .map(super::duration_text::text)
+                    .collect::<Vec<_>>()
+            })
+            .serialize(serializer)
+    }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,

@@ -6,6 +6,8 @@
 //! Their result is stored with the delivery before its first attempt, so every retry sends the
 //! same bytes and the delivery records which plugin versions produced them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -105,13 +107,23 @@ pub fn prepare(
     subscriptions: &Subscriptions,
     now: UnixMillis,
 ) -> NewEvent {
+    let endpoints = subscriptions.subscribers(&request.event_type);
+    prepare_for(request, &endpoints, now)
+}
+
+/// Prepares an event for exactly `endpoints`, whatever they subscribe to (a test event for
+/// one endpoint).
+pub fn prepare_for(
+    request: PublishRequest,
+    endpoints: &[Arc<Endpoint>],
+    now: UnixMillis,
+) -> NewEvent {
     let id = EventId::new();
     let data = request.data.get();
     let fingerprint = fingerprint(&request.event_type, data);
     let body = default_body(id, &request.event_type, now, data);
-    let deliveries = subscriptions
-        .subscribers(&request.event_type)
-        .into_iter()
+    let deliveries = endpoints
+        .iter()
         .map(|endpoint| NewDelivery {
             id: DeliveryId::new(),
             endpoint_id: endpoint.id.clone(),

@@ -8,7 +8,8 @@ use crate::chain::Scanner;
 use crate::chain::scanner::ChainHealth;
 use crate::config::Config;
 use crate::delivery::endpoint::EndpointError;
-use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriptions};
+use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriber, Subscriptions};
+use crate::endpoints::{Change, Checks, EditEndpoint, Edited, Refused};
 use crate::events::{self, PublishRequest};
 use crate::ids::DeliveryId;
 use crate::payments::{self, CreateError, CreateRequest, Created, Payments};
@@ -16,7 +17,7 @@ use crate::plugins::cache::CacheKey;
 use crate::plugins::watcher::Watcher;
 use crate::plugins::{ChainOutcome, Limits, PluginError, PluginRegistry, PluginRuntime};
 use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredEndpoint};
 use crate::time::now_millis;
 
 /// The gateway could not start; the message says which part and why.
@@ -77,6 +78,10 @@ pub struct Gateway {
     payments: Payments,
     /// Each chain scanner's health, for readiness.
     chains: Vec<Arc<ChainHealth>>,
+    /// What an endpoint created or changed over the API must pass.
+    checks: Arc<Checks>,
+    /// Endpoint changes one at a time, so each is applied in the order it committed.
+    endpoint_edits: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -100,12 +105,17 @@ impl Gateway {
             .into_iter()
             .map(|(id, state)| (id, state.disabled_reason))
             .collect();
-        let endpoints = config
-            .endpoints
-            .iter()
-            .map(|endpoint| Endpoint::from_config(endpoint, &config.delivery))
-            .collect::<Result<Vec<_>, _>>()?;
-        let subscriptions = Arc::new(Subscriptions::new(endpoints, &disabled));
+        let mut subscribers = Vec::new();
+        for record in store.seed_endpoints(&config.endpoints, now_millis())? {
+            let endpoint = Endpoint::from_config(&record.config, &config.delivery)?;
+            let disabled = disabled.get(&record.config.id).cloned().flatten();
+            subscribers.push(Arc::new(Subscriber::new(
+                Arc::new(endpoint),
+                Arc::new(record),
+                disabled,
+            )));
+        }
+        let subscriptions = Arc::new(Subscriptions::new(subscribers));
         let pending = store.pending_count()?;
         let dispatcher = Arc::new(Dispatcher::new(
             store.clone(),
@@ -134,6 +144,11 @@ impl Gateway {
             tokio::spawn(scanner.run());
         }
         Ok(Arc::new(Self {
+            checks: Arc::new(Checks {
+                delivery: config.delivery.clone(),
+                egress: config.egress.guard()?,
+            }),
+            endpoint_edits: tokio::sync::Mutex::new(()),
             chains,
             payments,
             store,
@@ -192,7 +207,7 @@ impl Gateway {
         let Some(subscriber) = self.subscriptions().get(&record.endpoint_id) else {
             return Ok(Replay::EndpointMissing(record.endpoint_id));
         };
-        let endpoint = subscriber.endpoint.clone();
+        let endpoint = subscriber.endpoint();
         let plugins = self.plugins.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             events::rerender(&event, &endpoint, &plugins, now_millis())
@@ -274,6 +289,86 @@ impl Gateway {
             .collect();
         crate::metrics::METRICS.set_state(&queues, &chains);
         Ok(crate::metrics::METRICS.render())
+    }
+
+    /// Commits a change to endpoint `id` and applies it: the subscriptions and the endpoint's
+    /// lane follow before this returns. `enabled`, when given, is recorded after the change.
+    pub async fn edit_endpoint(
+        &self,
+        id: &str,
+        change: Change,
+        enabled: Option<bool>,
+    ) -> Result<Result<Edited, Refused>, QueueError> {
+        let _one_at_a_time = self.endpoint_edits.lock().await;
+        let edited = self
+            .queue
+            .run(EditEndpoint {
+                id: id.to_owned(),
+                change: Some(change),
+                checks: self.checks.clone(),
+            })
+            .await?;
+        match &edited {
+            Ok(Edited::Stored(record)) => {
+                self.apply_endpoint(record.clone());
+                if let Some(enabled) = enabled {
+                    let reason = (!enabled).then(|| "disabled over the admin API".to_owned());
+                    self.queue
+                        .set_endpoint_enabled(id.to_owned(), enabled, reason)
+                        .await?;
+                }
+            }
+            Ok(Edited::Deleted(_)) => {
+                if let Some(subscriber) = self.subscriptions().remove(id) {
+                    // Its lane keeps the subscriber, disabled: what it still holds or finds
+                    // in the store is dead-lettered with this reason.
+                    subscriber.set_disabled(Some(format!("endpoint `{id}` was deleted")));
+                    self.dispatcher.endpoint_updated(&subscriber);
+                }
+            }
+            Err(_) => {}
+        }
+        Ok(edited)
+    }
+
+    /// Puts a committed endpoint record in force.
+    fn apply_endpoint(&self, record: StoredEndpoint) {
+        let endpoint = match Endpoint::from_config(&record.config, &self.checks.delivery) {
+            Ok(endpoint) => Arc::new(endpoint),
+            Err(err) => {
+                // Not reachable: the record passed the same checks before it was stored.
+                tracing::error!(error = %err, "a stored endpoint cannot be used");
+                return;
+            }
+        };
+        let record = Arc::new(record);
+        let subscriber = match self.subscriptions().get(&endpoint.id) {
+            Some(subscriber) => {
+                subscriber.replace(endpoint, record);
+                subscriber
+            }
+            None => {
+                let subscriber = Arc::new(Subscriber::new(endpoint, record, None));
+                self.subscriptions().insert(subscriber.clone());
+                subscriber
+            }
+        };
+        self.dispatcher.endpoint_updated(&subscriber);
+    }
+
+    /// Commits a test event for endpoint `id` alone (whatever event types it subscribes to)
+    /// and returns what was committed; it is delivered like any other event.
+    pub async fn send_test_event(
+        &self,
+        id: &str,
+        request: PublishRequest,
+    ) -> Result<Option<PublishOutcome>, QueueError> {
+        let Some(subscriber) = self.subscriptions().get(id) else {
+            return Ok(None);
+        };
+        let event = events::prepare_for(request, &[subscriber.endpoint()], now_millis());
+        let mut outcomes = self.queue.publish(vec![event]).await?;
+        Ok(outcomes.pop())
     }
 
     pub fn store(&self) -> &Store {

@@ -15,6 +15,7 @@
 //! * [`store`] — the redb schema and read-side queries.
 //! * [`events`] — publish requests into events with their fan-out and default body.
 //! * [`queue`] — the single writer that group-commits events, deliveries and attempt results.
+//! * [`endpoints`] — endpoint changes at run time (create, update, rotate, delete).
 //! * [`delivery`] — retry policy, per-endpoint lanes of HTTP workers fed from the due index,
 //!   the egress guard.
 //! * [`metrics`] — the Prometheus registry behind `/metrics`.
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod chain;
 pub mod config;
 pub mod delivery;
+pub mod endpoints;
 pub mod events;
 pub mod gateway;
 pub mod ids;

@@ -44,6 +44,13 @@ impl Secret {
         &self.0
     }
 
+    /// A new random secret in the Standard Webhooks form: `whsec_` and 24 random bytes in
+    /// base64.
+    pub fn generate() -> Self {
+        let bytes: [u8; 24] = rand::random();
+        Self(format!("{WHSEC_PREFIX}{}", BASE64.encode(bytes)))
+    }
+
     /// Checks the secret can produce both signatures.
     pub fn validate(&self) -> Result<(), SecretError> {
         self.standard_key().map(|_| ())
@@ -68,6 +75,14 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
+    }
+}
+
+/// Writes the secret's text: for the store only, which must keep it to sign. Answers of the
+/// admin API never serialize a `Secret`; they show a secret once, as text, when it is made.
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
     }
 }
 

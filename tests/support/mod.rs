@@ -266,6 +266,21 @@ impl Gateway {
         self.spawn().await;
     }
 
+    /// Any method on `path` with the admin token and, when given, a JSON body.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> ApiResponse {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(body).expect("serialising a JSON body"));
+        }
+        read_response(request.send().await).await
+    }
+
     /// `POST path` with a JSON body and the admin token.
     pub async fn post_json(&self, path: &str, body: &Value) -> ApiResponse {
         self.post_json_with(path, body, &[]).await

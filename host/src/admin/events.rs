@@ -28,12 +28,12 @@ const MAX_DATA_DEPTH: usize = 128;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventBody {
+pub(super) struct EventBody {
     #[serde(rename = "type")]
-    event_type: String,
-    data: Box<serde_json::value::RawValue>,
+    pub event_type: String,
+    pub data: Box<serde_json::value::RawValue>,
     #[serde(default)]
-    idempotency_key: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,13 +107,13 @@ pub async fn publish_batch(
     Ok((StatusCode::CREATED, Json(BatchView { events })).into_response())
 }
 
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|err| ApiError::invalid_body(format!("the request body is not valid: {err}")))
 }
 
 /// Checks one event; `index` names its place in a batch for the message.
-fn validate(event: EventBody, index: Option<usize>) -> Result<PublishRequest, ApiError> {
+pub(super) fn validate(event: EventBody, index: Option<usize>) -> Result<PublishRequest, ApiError> {
     let at = index
         .map(|index| format!("events[{index}]: "))
         .unwrap_or_default();

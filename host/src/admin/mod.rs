@@ -73,9 +73,22 @@ pub fn router(
         .route("/v1/deliveries/{id}", get(deliveries::show))
         .route("/v1/deliveries/{id}/replay", post(deliveries::replay))
         .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
-        .route("/v1/endpoints", get(endpoints::list))
-        .route("/v1/endpoints/{id}", get(endpoints::show))
+        .route(
+            "/v1/endpoints",
+            get(endpoints::list).post(endpoints::create),
+        )
+        .route(
+            "/v1/endpoints/{id}",
+            get(endpoints::show)
+                .patch(endpoints::update)
+                .delete(endpoints::delete),
+        )
         .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
+        .route(
+            "/v1/endpoints/{id}/rotate-secret",
+            post(endpoints::rotate_secret),
+        )
+        .route("/v1/endpoints/{id}/test", post(endpoints::send_test))
         .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
         .route("/v1/plugins", get(plugins::list))
         .route("/v1/payments", post(payments::create).get(payments::list))

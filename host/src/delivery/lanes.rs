@@ -1,4 +1,4 @@
-//! Per-endpoint lanes: a bounded queue of due deliveries, a fixed set of workers and a feeder
+//! Per-endpoint lanes: a bounded queue of due deliveries, `concurrency` workers and a feeder
 //! for each endpoint.
 //!
 //! An endpoint's `concurrency` bounds its requests in flight, and because every endpoint has
@@ -16,16 +16,22 @@
 //!   the feeder never reads a stale due entry of a delivery in flight and sends it twice.
 //!
 //! Workers take jobs, send them and report to the queue writer; they never touch the store.
+//!
+//! Endpoints change at run time: a lane follows its [`Subscriber`], whose endpoint an update
+//! swaps (workers pick the new one up at their next delivery, and open a new connection when
+//! it changed); a larger `concurrency` starts workers, a smaller one retires the highest ones.
+//! A deleted endpoint's lane stays with its subscriber disabled, so what it still holds or
+//! reads is dead-lettered with the reason.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::delivery::connection::Connection;
-use crate::delivery::{HttpSender, Subscriber, Subscriptions};
+use crate::delivery::{Endpoint, HttpSender, Subscriber, Subscriptions};
 use crate::ids::DeliveryId;
 use crate::metrics::METRICS;
 use crate::plugins::{ChainOutcome, PluginRegistry};
@@ -59,8 +65,10 @@ const READ_RETRY: Duration = Duration::from_secs(1);
 struct Lane {
     endpoint_id: String,
     /// `None` for an endpoint that is no longer configured but still has deliveries due: its
-    /// feeder dead-letters them.
-    subscriber: Option<Arc<Subscriber>>,
+    /// feeder dead-letters them. Set when an endpoint with this id is created.
+    subscriber: RwLock<Option<Arc<Subscriber>>>,
+    /// Workers running: they have the indices `0..workers`.
+    workers: Mutex<usize>,
     state: Mutex<LaneState>,
     /// Wakes a worker: the queue has a job.
     work: Notify,
@@ -96,7 +104,8 @@ impl Lane {
     fn new(endpoint_id: String, subscriber: Option<Arc<Subscriber>>) -> Self {
         Self {
             endpoint_id,
-            subscriber,
+            subscriber: RwLock::new(subscriber),
+            workers: Mutex::new(0),
             state: Mutex::new(LaneState {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -121,11 +130,44 @@ impl Lane {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn subscriber(&self) -> Option<Arc<Subscriber>> {
+        self.subscriber
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn is_configured(&self) -> bool {
+        self.subscriber
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Whether worker `index` is beyond the endpoint's `concurrency` and the highest running:
+    /// if so it is counted out and must stop. Workers retire from the top, one at a time, so
+    /// the running ones keep the indices `0..workers`.
+    fn retire(&self, index: usize) -> bool {
+        let concurrency = self
+            .subscriber()
+            .map_or(0, |subscriber| subscriber.endpoint().concurrency);
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if index >= concurrency && index + 1 == *workers {
+            *workers -= 1;
+            drop(workers);
+            // The next one down may be over the limit too.
+            self.work.notify_waiters();
+            return true;
+        }
+        false
+    }
+
     /// A committed delivery that is due now: queued if the lane has room, else left in the
     /// store for the feeder.
     fn offer(&self, delivery: ReadyDelivery) {
+        let configured = self.is_configured();
         let mut state = self.state();
-        if self.subscriber.is_none() {
+        if !configured {
             // No workers here: the feeder reads it back and dead-letters it.
             state.fall_behind();
             drop(state);
@@ -157,7 +199,7 @@ impl Lane {
     /// Whether the lane takes a committed delivery to render now (else the feeder reads it
     /// back later).
     fn take_render(&self, id: DeliveryId) -> bool {
-        if self.subscriber.is_none() {
+        if !self.is_configured() {
             return false;
         }
         let mut state = self.state();
@@ -194,10 +236,16 @@ impl Lane {
         }
     }
 
-    /// The next job, waiting for one.
-    async fn next(&self) -> ReadyDelivery {
+    /// The next job, waiting for one; `None` when worker `index` is to retire.
+    async fn next(&self, index: usize) -> Option<ReadyDelivery> {
         loop {
             let notified = self.work.notified();
+            tokio::pin!(notified);
+            // Registered before the checks, so a `notify_waiters` after them is not missed.
+            notified.as_mut().enable();
+            if self.retire(index) {
+                return None;
+            }
             {
                 let mut state = self.state();
                 if let Some(delivery) = state.queue.pop_front() {
@@ -207,7 +255,7 @@ impl Lane {
                     if more {
                         self.work.notify_one();
                     }
-                    return delivery;
+                    return Some(delivery);
                 }
             }
             notified.await;
@@ -244,34 +292,38 @@ impl LaneState {
 struct Engine {
     store: Store,
     plugins: Arc<PluginRegistry>,
-    queue: OnceLock<QueueHandle>,
+    /// Set once by [`Dispatcher::start`].
+    running: OnceLock<Running>,
     runtime: tokio::runtime::Handle,
+}
+
+/// What workers need, known once the writer runs.
+struct Running {
+    queue: QueueHandle,
+    sender: HttpSender,
 }
 
 /// Routes committed deliveries to their endpoint's lane; the queue writer's [`Sink`].
 pub struct Dispatcher {
     subscriptions: Arc<Subscriptions>,
-    lanes: HashMap<String, Arc<Lane>>,
+    lanes: RwLock<HashMap<String, Arc<Lane>>>,
     engine: Arc<Engine>,
 }
 
 impl Dispatcher {
-    /// Builds a lane per configured endpoint, and one per endpoint that is gone from the
-    /// configuration but still has deliveries due (they are dead-lettered with a reason).
-    /// Must run inside the tokio runtime.
+    /// Builds a lane per endpoint, and one per endpoint that is gone but still has deliveries
+    /// due (they are dead-lettered with a reason). Must run inside the tokio runtime.
     pub fn new(
         store: Store,
         subscriptions: Arc<Subscriptions>,
         plugins: Arc<PluginRegistry>,
     ) -> Result<Self, StoreError> {
         let mut lanes: HashMap<String, Arc<Lane>> = subscriptions
-            .iter()
+            .all()
+            .into_iter()
             .map(|subscriber| {
-                let id = subscriber.endpoint.id.clone();
-                (
-                    id.clone(),
-                    Arc::new(Lane::new(id, Some(subscriber.clone()))),
-                )
+                let id = subscriber.id().to_owned();
+                (id.clone(), Arc::new(Lane::new(id, Some(subscriber))))
             })
             .collect();
         for endpoint_id in store.due_endpoints()? {
@@ -281,11 +333,11 @@ impl Dispatcher {
         }
         Ok(Self {
             subscriptions,
-            lanes,
+            lanes: RwLock::new(lanes),
             engine: Arc::new(Engine {
                 store,
                 plugins,
-                queue: OnceLock::new(),
+                running: OnceLock::new(),
                 runtime: tokio::runtime::Handle::current(),
             }),
         })
@@ -294,47 +346,78 @@ impl Dispatcher {
     /// Starts every lane's feeder and workers; attempts are reported to `queue`. The feeders'
     /// first reads recover whatever the previous run left pending.
     pub fn start(&self, queue: QueueHandle, sender: HttpSender) {
-        if self.engine.queue.set(queue.clone()).is_err() {
+        if self.engine.running.set(Running { queue, sender }).is_err() {
             return;
         }
-        for lane in self.lanes.values() {
+        let lanes: Vec<Arc<Lane>> = self.lanes().values().cloned().collect();
+        for lane in lanes {
             tokio::spawn(feed(lane.clone(), self.engine.clone()));
-            let Some(subscriber) = &lane.subscriber else {
-                continue;
-            };
-            for _ in 0..subscriber.endpoint.concurrency {
-                tokio::spawn(work(
-                    lane.clone(),
-                    subscriber.clone(),
-                    queue.clone(),
-                    sender.clone(),
-                ));
-            }
+            self.engine.staff(&lane);
         }
     }
 
     pub fn subscriptions(&self) -> &Arc<Subscriptions> {
         &self.subscriptions
     }
+
+    fn lanes(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Lane>>> {
+        self.lanes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lane(&self, endpoint_id: &str) -> Option<Arc<Lane>> {
+        self.lanes().get(endpoint_id).cloned()
+    }
+
+    /// An endpoint was created, updated or deleted (its subscriber disabled): its lane
+    /// follows. A new id gets a lane with a feeder; the workers match `concurrency`.
+    pub fn endpoint_updated(&self, subscriber: &Arc<Subscriber>) {
+        let id = subscriber.id();
+        let lane = {
+            let mut lanes = self.lanes.write().unwrap_or_else(PoisonError::into_inner);
+            match lanes.get(id) {
+                Some(lane) => {
+                    *lane
+                        .subscriber
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(subscriber.clone());
+                    lane.clone()
+                }
+                None => {
+                    let lane = Arc::new(Lane::new(id.to_owned(), Some(subscriber.clone())));
+                    lanes.insert(id.to_owned(), lane.clone());
+                    if self.engine.running.get().is_some() {
+                        self.engine
+                            .runtime
+                            .spawn(feed(lane.clone(), self.engine.clone()));
+                    }
+                    lane
+                }
+            }
+        };
+        self.engine.staff(&lane);
+        // Workers over a lowered `concurrency` retire; a waiting one checks now.
+        lane.work.notify_waiters();
+        lane.feed.notify_one();
+    }
 }
 
 impl Sink for Dispatcher {
     fn deliver_now(&self, delivery: ReadyDelivery) {
-        // Every committed delivery has a lane: a lane exists for each configured endpoint, and
-        // one for each unconfigured endpoint with deliveries in the store at start-up.
-        if let Some(lane) = self.lanes.get(&delivery.endpoint_id) {
+        // Every committed delivery has a lane: a lane exists for each endpoint, and one for
+        // each removed endpoint with deliveries in the store at start-up.
+        if let Some(lane) = self.lane(&delivery.endpoint_id) {
             lane.offer(delivery);
         }
     }
 
     fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>) {
-        if let Some(lane) = self.lanes.get(endpoint_id) {
+        if let Some(lane) = self.lane(endpoint_id) {
             lane.settled(id, next_at);
         }
     }
 
     fn wake(&self, endpoint_id: &str, at: UnixMillis) {
-        if let Some(lane) = self.lanes.get(endpoint_id) {
+        if let Some(lane) = self.lane(endpoint_id) {
             let mut state = lane.state();
             state.wake_at = state.wake_at.min(at);
             drop(state);
@@ -353,35 +436,62 @@ impl Sink for Dispatcher {
     }
 
     fn render(&self, jobs: Vec<RenderJob>) {
-        let mut by_lane: HashMap<&str, Vec<RenderJob>> = HashMap::new();
+        let mut by_lane: HashMap<String, (Arc<Lane>, Vec<RenderJob>)> = HashMap::new();
         for job in jobs {
-            if let Some((id, lane)) = self.lanes.get_key_value(&job.endpoint_id)
-                && lane.take_render(job.delivery_id)
-            {
-                by_lane.entry(id.as_str()).or_default().push(job);
+            let Some(lane) = self.lane(&job.endpoint_id) else {
+                continue;
+            };
+            if lane.take_render(job.delivery_id) {
+                by_lane
+                    .entry(job.endpoint_id.clone())
+                    .or_insert_with(|| (lane, Vec::new()))
+                    .1
+                    .push(job);
             }
         }
-        for (id, jobs) in by_lane {
-            self.engine.render(&self.lanes[id], jobs);
+        for (lane, jobs) in by_lane.into_values() {
+            self.engine.render(&lane, jobs);
         }
     }
 }
 
 impl Engine {
+    /// Starts workers until `lane` has as many as its endpoint's `concurrency`.
+    fn staff(&self, lane: &Arc<Lane>) {
+        let Some(running) = self.running.get() else {
+            return;
+        };
+        let Some(subscriber) = lane.subscriber() else {
+            return;
+        };
+        let concurrency = subscriber.endpoint().concurrency;
+        let mut workers = lane.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        while *workers < concurrency {
+            self.runtime.spawn(work(
+                lane.clone(),
+                *workers,
+                running.queue.clone(),
+                running.sender.clone(),
+            ));
+            *workers += 1;
+        }
+    }
+
     /// Runs the endpoint's plugin chain for held deliveries and records the outcomes, in
     /// chunks: one blocking-thread hand-off and one writer command per chunk.
     fn render(&self, lane: &Arc<Lane>, jobs: Vec<RenderJob>) {
-        let Some(queue) = self.queue.get() else {
+        let Some(running) = self.running.get() else {
             return;
         };
-        let Some(subscriber) = &lane.subscriber else {
+        let queue = &running.queue;
+        let Some(subscriber) = lane.subscriber() else {
             return;
         };
         let mut jobs = jobs.into_iter().peekable();
         while jobs.peek().is_some() {
             let chunk: Vec<RenderJob> = jobs.by_ref().take(RENDER_CHUNK).collect();
             let queue = queue.clone();
-            let endpoint = subscriber.endpoint.clone();
+            let endpoint = subscriber.endpoint();
             let plugins = self.plugins.clone();
             let slots = lane.render_slots.clone();
             self.runtime.spawn(async move {
@@ -533,6 +643,7 @@ impl Lane {
     fn accept(&self, batch: DueBatch, missed: u64) -> (Vec<RenderJob>, Vec<DeliveryId>) {
         let mut renders = Vec::new();
         let mut taken = Vec::new();
+        let configured = self.is_configured();
         let mut state = self.state();
         state.reading = false;
         let settled = std::mem::take(&mut state.settled_while_reading);
@@ -548,7 +659,7 @@ impl Lane {
             if state.held.contains(&record.id) || settled.contains(&record.id) {
                 continue;
             }
-            if unrendered && self.subscriber.is_some() && state.rendering.len() >= RENDER_LIMIT {
+            if unrendered && configured && state.rendering.len() >= RENDER_LIMIT {
                 complete = false;
                 continue;
             }
@@ -556,7 +667,7 @@ impl Lane {
             match delivery {
                 PendingDelivery::Ready { record, .. }
                 | PendingDelivery::Unrendered { record, .. }
-                    if self.subscriber.is_none() =>
+                    if !configured =>
                 {
                     taken.push(record.id);
                 }
@@ -582,7 +693,7 @@ impl Lane {
 
 /// Settles deliveries whose endpoint is gone from the configuration.
 async fn dead_letter_orphans(endpoint_id: &str, ids: Vec<DeliveryId>, engine: &Engine) {
-    let Some(queue) = engine.queue.get() else {
+    let Some(Running { queue, .. }) = engine.running.get() else {
         return;
     };
     let reason =
@@ -602,22 +713,31 @@ async fn dead_letter_orphans(endpoint_id: &str, ids: Vec<DeliveryId>, engine: &E
     }
 }
 
-/// One worker of a lane: take a due delivery, attempt it, report the outcome.
-async fn work(
-    lane: Arc<Lane>,
-    subscriber: Arc<Subscriber>,
-    queue: QueueHandle,
-    sender: HttpSender,
-) {
+/// Worker `index` of a lane: take a due delivery, attempt it with the endpoint in force,
+/// report the outcome; stop when retired (the endpoint's `concurrency` went below `index`).
+async fn work(lane: Arc<Lane>, index: usize, queue: QueueHandle, sender: HttpSender) {
     let mut connection = sender.connection();
-    loop {
-        let delivery = lane.next().await;
+    let mut connected_to: Option<Arc<Endpoint>> = None;
+    while let Some(delivery) = lane.next(index).await {
+        let Some(subscriber) = lane.subscriber() else {
+            // Not reachable: a lane's subscriber is never taken away once set.
+            return;
+        };
+        let endpoint = subscriber.endpoint();
+        if connected_to
+            .as_ref()
+            .is_some_and(|previous| !Arc::ptr_eq(previous, &endpoint))
+        {
+            // The endpoint was updated (its url may have changed): start afresh.
+            connection = sender.connection();
+        }
+        connected_to = Some(endpoint.clone());
         let span = tracing::debug_span!("attempt",
             delivery_id = %delivery.id,
             event_id = %delivery.event_id,
-            endpoint_id = %subscriber.endpoint.id,
+            endpoint_id = %endpoint.id,
             attempt = delivery.attempt_number);
-        let report = attempt(&subscriber, &sender, &mut connection, delivery)
+        let report = attempt(&subscriber, &endpoint, &sender, &mut connection, delivery)
             .instrument(span)
             .await;
         if queue.record_attempt(report).await.is_err() {
@@ -627,13 +747,14 @@ async fn work(
 }
 
 async fn attempt(
-    lane: &Subscriber,
+    subscriber: &Subscriber,
+    endpoint: &Endpoint,
     sender: &HttpSender,
     connection: &mut Connection,
     delivery: ReadyDelivery,
 ) -> AttemptReport {
-    if let Some(reason) = lane.disabled_reason() {
-        METRICS.attempt(&lane.endpoint.id, "disabled", None);
+    if let Some(reason) = subscriber.disabled_reason() {
+        METRICS.attempt(&endpoint.id, "disabled", None);
         return AttemptReport {
             delivery_id: delivery.id,
             endpoint_id: delivery.endpoint_id,
@@ -643,8 +764,8 @@ async fn attempt(
             },
         };
     }
-    let (record, result) = sender.attempt(&lane.endpoint, &delivery, connection).await;
-    let decision = lane.endpoint.policy.decide(
+    let (record, result) = sender.attempt(endpoint, &delivery, connection).await;
+    let decision = endpoint.policy.decide(
         &result,
         delivery.attempt_in_cycle,
         now_millis(),
@@ -657,7 +778,7 @@ async fn attempt(
         Decision::DisableEndpoint { .. } => "endpoint_gone",
     };
     METRICS.attempt(
-        &lane.endpoint.id,
+        &endpoint.id,
         outcome,
         Some(Duration::from_millis(record.latency_ms)),
     );
@@ -699,8 +820,13 @@ mod tests {
         )
         .unwrap();
         let endpoint = Endpoint::from_config(&config.endpoints[0], &config.delivery).unwrap();
-        let subscriptions = Subscriptions::new(vec![endpoint], &HashMap::new());
-        let subscriber = subscriptions.get("shop").unwrap().clone();
+        let record = crate::store::StoredEndpoint {
+            config: config.endpoints[0].clone(),
+            from_config: true,
+            created_at: 0,
+            updated_at: 0,
+        };
+        let subscriber = Arc::new(Subscriber::new(Arc::new(endpoint), Arc::new(record), None));
         let lane = Lane::new("shop".to_owned(), Some(subscriber));
         // A fresh lane reads the store first; start from "caught up".
         lane.accept(DueBatch::default_complete(), 0);

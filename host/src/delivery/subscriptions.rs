@@ -1,21 +1,72 @@
-//! Who receives what: the configured endpoints, their event types and whether each is enabled.
+//! Who receives what: the endpoints, their event types and whether each is enabled.
 //!
 //! Shared by the queue writer (which fans domain events out inside its transaction) and the
 //! lanes (which send); kept apart from the lanes so fan-out needs no delivery machinery.
+//! Endpoints change at run time (the admin API): a [`Subscriber`] is the one stable object per
+//! endpoint id, and an update swaps the endpoint inside it, so a lane and its workers follow
+//! without being rebuilt.
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::delivery::Endpoint;
+use crate::store::StoredEndpoint;
 
 /// One endpoint and its run-time state.
 #[derive(Debug)]
 pub struct Subscriber {
-    pub endpoint: Arc<Endpoint>,
+    id: String,
+    current: RwLock<Current>,
     disabled: RwLock<Option<String>>,
 }
 
+/// The endpoint in force and the record it was built from.
+#[derive(Debug, Clone)]
+struct Current {
+    endpoint: Arc<Endpoint>,
+    record: Arc<StoredEndpoint>,
+}
+
 impl Subscriber {
+    pub fn new(
+        endpoint: Arc<Endpoint>,
+        record: Arc<StoredEndpoint>,
+        disabled: Option<String>,
+    ) -> Self {
+        Self {
+            id: endpoint.id.clone(),
+            current: RwLock::new(Current { endpoint, record }),
+            disabled: RwLock::new(disabled),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The endpoint in force: an update replaces it; work already holding the old one
+    /// finishes with it.
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .endpoint
+            .clone()
+    }
+
+    /// The stored configuration behind [`Self::endpoint`].
+    pub fn record(&self) -> Arc<StoredEndpoint> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record
+            .clone()
+    }
+
+    pub(crate) fn replace(&self, endpoint: Arc<Endpoint>, record: Arc<StoredEndpoint>) {
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+            Current { endpoint, record };
+    }
+
     /// Why the endpoint is disabled, or `None` while it is enabled.
     pub fn disabled_reason(&self) -> Option<String> {
         self.disabled
@@ -32,43 +83,61 @@ impl Subscriber {
     }
 }
 
-/// Every endpoint, in configuration order.
-#[derive(Debug)]
+/// Every endpoint: the config file's in its order, then the API's in creation order.
+#[derive(Debug, Default)]
 pub struct Subscriptions {
-    list: Vec<Arc<Subscriber>>,
-    by_id: HashMap<String, usize>,
+    list: RwLock<Vec<Arc<Subscriber>>>,
 }
 
 impl Subscriptions {
-    /// `disabled` holds the reasons recorded in the store.
-    pub fn new(endpoints: Vec<Endpoint>, disabled: &HashMap<String, Option<String>>) -> Self {
-        let mut list = Vec::with_capacity(endpoints.len());
-        let mut by_id = HashMap::new();
-        for endpoint in endpoints {
-            by_id.insert(endpoint.id.clone(), list.len());
-            list.push(Arc::new(Subscriber {
-                disabled: RwLock::new(disabled.get(&endpoint.id).cloned().flatten()),
-                endpoint: Arc::new(endpoint),
-            }));
+    pub fn new(subscribers: Vec<Arc<Subscriber>>) -> Self {
+        Self {
+            list: RwLock::new(subscribers),
         }
-        Self { list, by_id }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Arc<Subscriber>> {
-        self.list.iter()
+    fn list(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Subscriber>>> {
+        self.list.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn get(&self, id: &str) -> Option<&Arc<Subscriber>> {
-        self.by_id.get(id).map(|&index| &self.list[index])
+    /// A snapshot of every endpoint.
+    pub fn all(&self) -> Vec<Arc<Subscriber>> {
+        self.list().clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Subscriber>> {
+        self.list()
+            .iter()
+            .find(|subscriber| subscriber.id == id)
+            .cloned()
+    }
+
+    /// Adds `subscriber`, or puts it in the place of the one with its id.
+    pub(crate) fn insert(&self, subscriber: Arc<Subscriber>) {
+        let mut list = self.list.write().unwrap_or_else(PoisonError::into_inner);
+        match list
+            .iter_mut()
+            .find(|existing| existing.id == subscriber.id)
+        {
+            Some(existing) => *existing = subscriber,
+            None => list.push(subscriber),
+        }
+    }
+
+    /// Removes the endpoint `id`; events published from now on no longer go to it.
+    pub(crate) fn remove(&self, id: &str) -> Option<Arc<Subscriber>> {
+        let mut list = self.list.write().unwrap_or_else(PoisonError::into_inner);
+        let index = list.iter().position(|subscriber| subscriber.id == id)?;
+        Some(list.remove(index))
     }
 
     /// Enabled endpoints that receive `event_type`.
     pub fn subscribers(&self, event_type: &str) -> Vec<Arc<Endpoint>> {
-        self.list
+        self.list()
             .iter()
-            .filter(|subscriber| subscriber.endpoint.subscribes_to(event_type))
             .filter(|subscriber| subscriber.disabled_reason().is_none())
-            .map(|subscriber| subscriber.endpoint.clone())
+            .map(|subscriber| subscriber.endpoint())
+            .filter(|endpoint| endpoint.subscribes_to(event_type))
             .collect()
     }
 }

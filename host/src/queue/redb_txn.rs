@@ -23,8 +23,8 @@ use crate::payments::Payment;
 use crate::plugins::Rendered;
 use crate::queue::Emit;
 use crate::store::{
-    ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EventRecord, StoreError, Tables,
-    address_key, body_of, corrupt, read_record,
+    ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EventRecord, StoreError,
+    StoredEndpoint, Tables, address_key, body_of, corrupt, read_record,
 };
 use crate::time::UnixMillis;
 
@@ -54,6 +54,18 @@ const ADDRESS_INDEX: &str = "address_index";
 impl Txn for RedbTxn<'_, '_> {
     fn now(&self) -> UnixMillis {
         self.now
+    }
+
+    fn stored_endpoint(&self, id: &str) -> Result<Option<StoredEndpoint>, StoreError> {
+        self.tables.stored_endpoint(id)
+    }
+
+    fn put_stored_endpoint(&mut self, record: &StoredEndpoint) -> Result<(), StoreError> {
+        self.tables.put_stored_endpoint(record)
+    }
+
+    fn delete_stored_endpoint(&mut self, id: &str) -> Result<bool, StoreError> {
+        self.tables.delete_stored_endpoint(id)
     }
 
     fn publish(&mut self, event: &NewEvent) -> Result<PublishOutcome, StoreError> {

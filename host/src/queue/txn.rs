@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::{NewEvent, PublishOutcome};
 use crate::ids::{EventId, PaymentId};
 use crate::payments::Payment;
-use crate::store::{ChainCursor, StoreError};
+use crate::store::{ChainCursor, StoreError, StoredEndpoint};
 use crate::time::UnixMillis;
 
 /// An event a unit of work raises: committed with the unit's other writes, fanned out to every
@@ -61,4 +61,12 @@ pub trait Txn {
     fn chain_cursor(&self, chain: &str) -> Result<Option<ChainCursor>, StoreError>;
 
     fn put_chain_cursor(&mut self, chain: &str, cursor: &ChainCursor) -> Result<(), StoreError>;
+
+    fn stored_endpoint(&self, id: &str) -> Result<Option<StoredEndpoint>, StoreError>;
+
+    fn put_stored_endpoint(&mut self, record: &StoredEndpoint) -> Result<(), StoreError>;
+
+    /// Removes an endpoint with what the gateway recorded about it (its disabled state), so
+    /// an endpoint created later with the same id starts clean. Whether it existed.
+    fn delete_stored_endpoint(&mut self, id: &str) -> Result<bool, StoreError>;
 }

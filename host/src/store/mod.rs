@@ -8,6 +8,7 @@
 //! body is not stored at all (it would repeat the event's data) and is rendered again from the
 //! event, byte for byte as at publish time, when a retry or recovery needs it ([`body_of`]).
 
+mod endpoints;
 mod records;
 
 use std::collections::{HashMap, HashSet};
@@ -25,6 +26,8 @@ use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::Payment;
 use crate::time::UnixMillis;
 
+pub(crate) use endpoints::ENDPOINT_CONFIGS;
+pub use endpoints::StoredEndpoint;
 pub use records::{
     AttemptRecord, ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef,
     EndpointState, EventRecord,
@@ -668,6 +671,7 @@ pub(crate) struct Tables<'txn> {
     pub due: redb::Table<'txn, (&'static str, u64, u128), ()>,
     pub dead_letters: redb::Table<'txn, (u64, u128), ()>,
     pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub endpoint_configs: redb::Table<'txn, &'static str, &'static [u8]>,
     pub payments: redb::Table<'txn, u128, &'static [u8]>,
     pub addresses: redb::Table<'txn, &'static str, (u128, u64)>,
     pub open_payments: redb::Table<'txn, (&'static str, u128), (bool, u64)>,
@@ -687,6 +691,7 @@ impl<'txn> Tables<'txn> {
             due: txn.open_table(DUE)?,
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             endpoints: txn.open_table(ENDPOINTS)?,
+            endpoint_configs: txn.open_table(ENDPOINT_CONFIGS)?,
             payments: txn.open_table(PAYMENTS)?,
             addresses: txn.open_table(ADDRESSES)?,
             open_payments: txn.open_table(OPEN_PAYMENTS)?,
