@@ -82,6 +82,8 @@ pub struct Gateway {
     checks: Arc<Checks>,
     /// Endpoint changes one at a time, so each is applied in the order it committed.
     endpoint_edits: tokio::sync::Mutex<()>,
+    /// Where uploaded plugins are written, so a restart keeps them.
+    plugins_dir: Option<std::path::PathBuf>,
 }
 
 impl Gateway {
@@ -149,6 +151,7 @@ impl Gateway {
                 egress: config.egress.guard()?,
             }),
             endpoint_edits: tokio::sync::Mutex::new(()),
+            plugins_dir: config.plugins.dir.clone(),
             chains,
             payments,
             store,
@@ -383,8 +386,13 @@ impl Gateway {
         self.dispatcher.subscriptions()
     }
 
-    pub fn plugins(&self) -> &PluginRegistry {
+    pub fn plugins(&self) -> &Arc<PluginRegistry> {
         &self.plugins
+    }
+
+    /// The watched plugins directory, if one is configured.
+    pub fn plugins_dir(&self) -> Option<&std::path::Path> {
+        self.plugins_dir.as_deref()
     }
 }
 

@@ -24,7 +24,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
@@ -51,6 +51,11 @@ pub fn router(
     body_timeout: Duration,
     probes_need_token: bool,
 ) -> Router {
+    let plugin_limit = gateway.plugins().runtime().limits().wasm_bytes;
+    let limits = BodyLimits {
+        timeout: body_timeout,
+        plugin: plugin_limit,
+    };
     let state = ApiState {
         gateway,
         token: Arc::new(token),
@@ -91,11 +96,18 @@ pub fn router(
         .route("/v1/endpoints/{id}/test", post(endpoints::send_test))
         .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
         .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{name}",
+            put(plugins::upload)
+                .delete(plugins::delete)
+                .layer(DefaultBodyLimit::max(plugin_limit.max(BODY_LIMIT))),
+        )
+        .route("/v1/plugins/{name}/test", post(plugins::dry_run))
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::show))
         // Inner to the token check: no body byte is read (and no `100 Continue` sent) for a
         // request that is not authenticated.
-        .route_layer(middleware::from_fn_with_state(body_timeout, read_body))
+        .route_layer(middleware::from_fn_with_state(limits, read_body))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/healthz", get(health))
         .merge(open_probes)
@@ -122,36 +134,51 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     }
 }
 
-/// Reads the whole body within `body_timeout` (a client that trickles it is cut off with
-/// 408) and hands the handler a buffered body.
-async fn read_body(State(body_timeout): State<Duration>, request: Request, next: Next) -> Response {
+/// How much of a request body is read, and for how long.
+#[derive(Clone, Copy)]
+struct BodyLimits {
+    timeout: Duration,
+    /// A plugin upload's cap (`plugins.max_wasm_mib`).
+    plugin: usize,
+}
+
+/// Reads the whole body within the timeout (a client that trickles it is cut off with 408)
+/// and hands the handler a buffered body. Plugin uploads may be as large as a plugin may be.
+async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
-    let bytes =
-        match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, BODY_LIMIT)).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(err)) => {
-                let too_large = std::error::Error::source(&err)
-                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                return if too_large {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too_large",
-                        format!("the request body is over {} MiB", BODY_LIMIT >> 20),
-                    )
-                } else {
-                    ApiError::invalid_body(format!("the request body could not be read: {err}"))
-                }
-                .into_response();
-            }
-            Err(_) => {
-                return ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!("the request body did not arrive within {body_timeout:?}"),
+    let body_timeout = limits.timeout;
+    let limit = if parts.method == axum::http::Method::PUT
+        && parts.uri.path().starts_with("/v1/plugins/")
+    {
+        limits.plugin
+    } else {
+        BODY_LIMIT
+    };
+    let bytes = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is over {limit} bytes"),
                 )
-                .into_response();
+            } else {
+                ApiError::invalid_body(format!("the request body could not be read: {err}"))
             }
-        };
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!("the request body did not arrive within {body_timeout:?}"),
+            )
+            .into_response();
+        }
+    };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
 }

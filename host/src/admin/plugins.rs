@@ -1,10 +1,25 @@
-//! `GET /v1/plugins`: every plugin file the gateway knows, the version in force and, when the
-//! latest file was refused, why.
+//! `/v1/plugins`: list what is loaded; upload (`PUT`), delete and dry-run a plugin.
+//!
+//! An upload goes through exactly what a file dropped in the watched directory goes through
+//! (size cap, compile, type check, smoke call, atomic swap), then is written to that
+//! directory under a temporary name and renamed, so a restart loads the same version and
+//! the watcher sees nothing new. A dry run calls the version in force with the production
+//! limits.
+
+use std::path::Path as FsPath;
+use std::time::Instant;
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
 
-use super::ApiState;
+use super::events::parse;
+use super::{ApiError, ApiState};
+use crate::config::is_plugin_name;
+use crate::plugins::PluginError;
+use crate::plugins::registry::PluginStatus;
 use crate::time::rfc3339;
 
 pub async fn list(State(state): State<ApiState>) -> Json<serde_json::Value> {
@@ -12,18 +27,252 @@ pub async fn list(State(state): State<ApiState>) -> Json<serde_json::Value> {
         .gateway
         .plugins()
         .statuses()
-        .into_iter()
-        .map(|status| {
-            serde_json::json!({
-                "name": status.name,
-                "version": status.version,
-                "reference": status.version.as_ref().map(|version| format!("{}@{version}", status.name)),
-                "size": status.size,
-                "loaded_at": status.loaded_at.map(rfc3339),
-                "from_cache": status.from_cache,
-                "error": status.error,
-            })
-        })
+        .iter()
+        .map(view)
         .collect();
     Json(serde_json::json!({ "plugins": plugins }))
+}
+
+/// `PUT /v1/plugins/{name}` with the `.wasm` bytes: 201 for a new name, 200 for a new
+/// version, 422 with the reason when the component is refused (the version in force stays).
+pub async fn upload(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    check_name(&name)?;
+    let Some(dir) = state.gateway.plugins_dir().map(FsPath::to_path_buf) else {
+        return Err(no_dir());
+    };
+    let registry = state.gateway.plugins().clone();
+    let cap = registry.runtime().limits().wasm_bytes;
+    if body.len() > cap {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the plugin is {} bytes; plugins.max_wasm_mib allows {cap}",
+                body.len()
+            ),
+        ));
+    }
+    let existed = registry.get(&name).is_some();
+    let task_name = name.clone();
+    let installed = tokio::task::spawn_blocking(move || {
+        let plugin = registry.install(&task_name, &body)?;
+        let saved = save(&dir, &task_name, &body);
+        Ok::<_, PluginError>((plugin, saved))
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("loading the plugin panicked: {err}")))?;
+    let (_plugin, saved) = installed.map_err(|err| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "plugin_invalid",
+            format!("plugin `{name}` was refused (the version in force, if any, stays): {err}"),
+        )
+    })?;
+    if let Err(err) = saved {
+        return Err(ApiError::internal(format!(
+            "plugin `{name}` is loaded but could not be written to the plugins directory, so a \
+             restart would lose it: {err}"
+        )));
+    }
+    let status = state
+        .gateway
+        .plugins()
+        .statuses()
+        .into_iter()
+        .find(|status| status.name == name)
+        .ok_or_else(|| ApiError::internal("the installed plugin has no status"))?;
+    let code = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((code, Json(view(&status))))
+}
+
+/// Writes `bytes` as `dir/NAME.wasm` in one rename, so no reader sees half a file.
+fn save(dir: &FsPath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = dir.join(format!(
+        ".{name}.wasm.{}.upload",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut file = std::fs::File::create(&temporary)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(err);
+    }
+    std::fs::rename(&temporary, dir.join(format!("{name}.wasm")))
+}
+
+/// `DELETE /v1/plugins/{name}`: unloads it and removes its file. Refused (409) while an
+/// endpoint's chain names it: its deliveries would park until it came back.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_name(&name)?;
+    let known = state
+        .gateway
+        .plugins()
+        .statuses()
+        .iter()
+        .any(|status| status.name == name);
+    if !known {
+        return Err(unknown(&name));
+    }
+    let users: Vec<String> = state
+        .gateway
+        .subscriptions()
+        .all()
+        .iter()
+        .filter(|subscriber| {
+            subscriber
+                .endpoint()
+                .plugins
+                .iter()
+                .any(|step| step.name == name)
+        })
+        .map(|subscriber| subscriber.id().to_owned())
+        .collect();
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            "plugin_in_use",
+            format!(
+                "plugin `{name}` is in the chain of endpoint(s) {}; remove it from their \
+                 plugins first",
+                users.join(", ")
+            ),
+        ));
+    }
+    if let Some(dir) = state.gateway.plugins_dir() {
+        match std::fs::remove_file(dir.join(format!("{name}.wasm"))) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(ApiError::internal(format!(
+                    "cannot remove the file of plugin `{name}`: {err}"
+                )));
+            }
+        }
+    }
+    state.gateway.plugins().remove(&name);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRun {
+    /// `{"type","data"}`, or a whole Standard Webhooks body (`id`, `timestamp` too).
+    event: serde_json::Value,
+    /// The plugin's configuration, as an endpoint's chain would give it.
+    #[serde(default = "empty_object")]
+    config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// `POST /v1/plugins/{name}/test`: runs the version in force on an event with a config, under
+/// the production limits, and answers what a delivery would get: `keep` with the body,
+/// content type and headers, `drop`, or `failed` with the reason (a delivery would be parked).
+pub async fn dry_run(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: DryRun = parse(&body)?;
+    let plugin = state
+        .gateway
+        .plugins()
+        .get(&name)
+        .ok_or_else(|| unknown(&name))?;
+    let event = crate::plugins::tool::parse_event(&request.event.to_string()).map_err(|err| {
+        ApiError::invalid_body(err.to_string().replace("the event file", "event"))
+    })?;
+    if !request.config.is_object() {
+        return Err(ApiError::invalid_body("config: must be a JSON object"));
+    }
+    let config = request.config.to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let keep = plugin.filter("dry-run", &event, &config);
+        let outgoing = match keep {
+            Ok(true) => Some(plugin.transform("dry-run", &event, &config)),
+            _ => None,
+        };
+        let took = started.elapsed();
+        let mut answer = serde_json::json!({
+            "plugin": &*plugin.reference,
+            "duration_us": took.as_micros() as u64,
+        });
+        match (keep, outgoing) {
+            (Err(err), _) | (Ok(true), Some(Err(err))) => {
+                answer["decision"] = "failed".into();
+                answer["error"] = err.to_string().into();
+            }
+            (Ok(false), _) => answer["decision"] = "drop".into(),
+            (Ok(true), Some(Ok(outgoing))) => {
+                answer["decision"] = "keep".into();
+                answer["content_type"] = outgoing.content_type.clone().into();
+                answer["headers"] = serde_json::json!(outgoing.headers);
+                match std::str::from_utf8(&outgoing.body) {
+                    Ok(text) => {
+                        answer["body"] = serde_json::from_str::<serde_json::Value>(text)
+                            .unwrap_or_else(|_| text.into());
+                    }
+                    Err(_) => {
+                        use base64::Engine as _;
+                        answer["body_base64"] = base64::engine::general_purpose::STANDARD
+                            .encode(&outgoing.body)
+                            .into();
+                    }
+                }
+            }
+            (Ok(true), None) => unreachable!("a kept event is transformed"),
+        }
+        answer
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("the dry run panicked: {err}")))?;
+    Ok(Json(answer))
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if is_plugin_name(name) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_body(format!(
+            "name: `{name}` must be letters, digits, `-` and `_` (the file is NAME.wasm)"
+        )))
+    }
+}
+
+fn no_dir() -> ApiError {
+    ApiError::conflict(
+        "no_plugins_dir",
+        "no plugins directory is configured; set [plugins] dir so uploaded plugins survive a \
+         restart",
+    )
+}
+
+fn unknown(name: &str) -> ApiError {
+    ApiError::not_found(format!("no plugin named `{name}` is loaded"))
+}
+
+fn view(status: &PluginStatus) -> serde_json::Value {
+    serde_json::json!({
+        "name": status.name,
+        "version": status.version,
+        "reference": status.version.as_ref().map(|version| format!("{}@{version}", status.name)),
+        "size": status.size,
+        "loaded_at": status.loaded_at.map(rfc3339),
+        "from_cache": status.from_cache,
+        "error": status.error,
+    })
 }

@@ -154,7 +154,7 @@ pub fn run(path: &Path, event_json: &str, config: &str) -> Result<RunReport, Too
     Ok(report)
 }
 
-fn parse_event(text: &str) -> Result<Event, ToolError> {
+pub(crate) fn parse_event(text: &str) -> Result<Event, ToolError> {
     let invalid = |message: String| ToolError::Event(format!("the event file {message}"));
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|err| invalid(format!("is not valid JSON: {err}")))?;
