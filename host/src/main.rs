@@ -1,6 +1,7 @@
 //! The `hookgate` command: `hookgate serve --config FILE`, `hookgate plugin check FILE`,
-//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, `hookgate store compact`, and
-//! `hookgate payment create|get|list` against a running gateway's admin API.
+//! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, `hookgate plugin new NAME
+//! [--dir DIR]`, `hookgate store compact`, and `hookgate payment create|get|list` against a
+//! running gateway's admin API.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ enum Command {
         #[arg(long, short, env = "HOOKGATE_CONFIG")]
         config: PathBuf,
     },
-    /// Test a plugin without a running gateway.
+    /// Start a plugin, or test one without a running gateway.
     #[command(subcommand)]
     Plugin(PluginCommand),
     /// Maintain the redb file while the gateway is stopped.
@@ -127,6 +128,15 @@ enum PluginCommand {
         #[arg(long, default_value = "{}")]
         config: String,
     },
+    /// Creates DIR/NAME: a plugin crate that builds with `cargo build --release --target
+    /// wasm32-wasip2`, with the SDK and the contract of this gateway, an example and its tests.
+    New {
+        /// The plugin's name (letters, digits, `-`, `_`): the crate, and the plugin on the gateway.
+        name: String,
+        /// The directory to create the crate in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,6 +181,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             let event = std::fs::read_to_string(&event)
                 .with_context(|| format!("cannot read the event file {}", event.display()))?;
             println!("{}", plugins::tool::run(&file, &event, &config)?);
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::New { name, dir }) => {
+            let root = plugins::scaffold::scaffold(&dir, &name)?;
+            println!("{}", plugins::scaffold::next_steps(&root, &name));
             Ok(())
         }
     }

@@ -8,6 +8,8 @@
 //! * [`registry`] — the plugins in force, swapped atomically per name; [`watcher`] keeps it in
 //!   step with a directory.
 //! * [`chain`] — an endpoint's ordered plugin chain over one event.
+//! * [`tool`] — `hookgate plugin check|run`: a plugin file tried without a gateway;
+//!   [`scaffold`] — `hookgate plugin new`: a plugin crate to start from, outside this repository.
 //!
 //! The contract lives in `wit/` (`hookgate:plugin@0.1.0`, world `webhook-plugin`).
 
@@ -16,6 +18,7 @@ pub mod chain;
 pub mod plugin;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod tool;
 pub mod watcher;
 
