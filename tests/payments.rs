@@ -404,6 +404,46 @@ async fn an_unpaid_payment_expires_and_a_payment_after_expiry_or_confirmation_is
 }
 
 #[tokio::test]
+async fn a_canceled_payment_raises_canceled_and_a_transfer_after_it_is_late() {
+    let anvil = Anvil::start().await;
+    let receiver = Receiver::ok().await;
+    let gateway = gateway(&anvil.url, anvil.head().await, None, &receiver).await;
+    let payment = create(&gateway, json!({"chain": "anvil", "amount": "1"})).await;
+    let id = field(&payment, "payment_id");
+
+    let canceled = gateway
+        .post_json(&format!("/v1/payments/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(canceled.status, 200, "{canceled:#?}");
+    assert_eq!(canceled.json["status"], "canceled");
+    let event = wait_event(&receiver, id, "payment.canceled").await;
+    assert_eq!(event["status"], "canceled");
+    assert_eq!(event["amount_paid"], "0");
+    let again = gateway
+        .post_json(&format!("/v1/payments/{id}/cancel"), &json!({}))
+        .await;
+    assert!(
+        again
+            .assert_error(409, "payment_not_cancelable")
+            .contains("canceled")
+    );
+    gateway
+        .post_json(
+            "/v1/payments/pay_0190000000007000800000000000abcd/cancel",
+            &json!({}),
+        )
+        .await
+        .assert_error(404, "not_found");
+
+    let late = anvil.pay(field(&payment, "address"), ether(1)).await;
+    let signalled = wait_event(&receiver, id, "payment.late").await;
+    assert_eq!(signalled["tx_hash"], late.hash);
+    assert_eq!(signalled["status"], "canceled");
+    let listed = gateway.get_json("/v1/payments?status=canceled").await;
+    assert_eq!(listed.json["payments"][0]["payment_id"], id, "{listed:#?}");
+}
+
+#[tokio::test]
 async fn a_kill_9_mid_scan_misses_nothing_and_raises_nothing_twice() {
     let anvil = Anvil::start().await;
     let receiver = Receiver::ok().await;

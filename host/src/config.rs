@@ -107,7 +107,7 @@ pub struct PaymentsConfig {
     /// Largest merchant metadata JSON accepted on a payment, in bytes.
     #[serde(default = "default_metadata_limit")]
     pub metadata_limit_bytes: usize,
-    /// How long after a payment ends (confirmed or expired) its address is still watched, so
+    /// How long after a payment ends (confirmed, expired or canceled) its address is still watched, so
     /// late transfers are recorded and signalled.
     #[serde(default = "default_late_window", with = "duration_text")]
     pub late_window: Duration,

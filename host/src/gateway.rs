@@ -185,6 +185,15 @@ impl Gateway {
         }
     }
 
+    /// Cancels a pending or underpaid payment; answers once it and `payment.canceled` are
+    /// committed.
+    pub async fn cancel_payment(
+        &self,
+        id: crate::ids::PaymentId,
+    ) -> Result<payments::Canceled, QueueError> {
+        self.queue.run(payments::CancelPayment { id }).await
+    }
+
     /// Sends a finished delivery again. A delivery parked by a plugin failure runs its
     /// endpoint's plugin chain first, with the versions now in force.
     pub async fn replay(&self, id: DeliveryId) -> Result<Replay, ReplayError> {

@@ -105,6 +105,7 @@ pub fn router(
         .route("/v1/plugins/{name}/test", post(plugins::dry_run))
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::show))
+        .route("/v1/payments/{id}/cancel", post(payments::cancel))
         // Inner to the token check: no body byte is read (and no `100 Continue` sent) for a
         // request that is not authenticated.
         .route_layer(middleware::from_fn_with_state(limits, read_body))

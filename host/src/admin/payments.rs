@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{ApiError, ApiState};
 use crate::ids::PaymentId;
-use crate::payments::{CreateRequest, Created, Payment, PaymentStatus, events};
+use crate::payments::{Canceled, CreateRequest, Created, Payment, PaymentStatus, events};
 
 pub async fn create(
     State(state): State<ApiState>,
@@ -37,6 +37,29 @@ pub async fn create(
         )),
         Created::NoAddress => Err(ApiError::invalid_body(
             "address: required, because no payments.xpub is configured to derive one",
+        )),
+    }
+}
+
+/// `POST /v1/payments/{id}/cancel`: only a `pending` or `underpaid` payment; answers with
+/// the canceled payment once it and `payment.canceled` are committed. A transfer that arrives
+/// afterwards raises `payment.late`, so the merchant can refund it.
+pub async fn cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: PaymentId = id
+        .parse()
+        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
+    match state.gateway.cancel_payment(id).await? {
+        Canceled::Canceled(payment) => Ok(Json(view(&payment))),
+        Canceled::NotFound => Err(ApiError::not_found(format!("no payment with id {id}"))),
+        Canceled::Refused(status) => Err(ApiError::conflict(
+            "payment_not_cancelable",
+            format!(
+                "payment {id} is {}; only a pending or underpaid payment can be canceled",
+                status.as_str()
+            ),
         )),
     }
 }
@@ -73,7 +96,7 @@ pub async fn list(
     let Query(query) = query.map_err(super::query_error)?;
     let status = super::status_param::<PaymentStatus>(
         query.status.as_deref(),
-        "pending, underpaid, detected, confirmed, expired",
+        "pending, underpaid, detected, confirmed, expired, canceled",
     )?;
     let address =
         match query.address.as_deref() {

@@ -64,6 +64,12 @@ pub fn for_change(payment: &Payment, change: &Change) -> Emit {
             json!({"amount_paid": amount::format(payment.paid(), payment.decimals)}),
             format!("{id}/expired"),
         ),
+        Change::Canceled => (
+            None,
+            0,
+            json!({"amount_paid": amount::format(payment.paid(), payment.decimals)}),
+            format!("{id}/canceled"),
+        ),
         Change::Late { transfer } => (
             Some(transfer),
             0,

@@ -2,7 +2,8 @@
 //!
 //! * [`model`] — a payment and its transfers as stored.
 //! * [`amount`] — exact decimal text ⇄ raw U256 units.
-//! * [`rules`] — the pure confirmation rules (detected, confirmed, expired, late, reorged).
+//! * [`rules`] — the pure confirmation rules (detected, confirmed, expired, canceled, late,
+//!   reorged).
 //! * [`derive`] — watch-only addresses from an `xpub`.
 //! * [`events`] — the webhook data of each payment event.
 //! * [`work`] — units of work that apply the rules inside the writer's transaction.
@@ -26,7 +27,7 @@ use crate::config::{ChainConfig, Config};
 use crate::time::{UnixMillis, parse_rfc3339};
 pub use derive::{ExtendedPublicKey, XpubError};
 pub use model::{Payment, PaymentStatus, TokenRef, Transfer, TransferIndex};
-pub use work::{CreatePayment, Created, NewPayment};
+pub use work::{CancelPayment, Canceled, CreatePayment, Created, NewPayment};
 
 /// A request to create a payment, as a client sends it.
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -25,6 +25,8 @@ pub enum PaymentStatus {
     Confirmed,
     /// Not fully paid by `expires_at`.
     Expired,
+    /// Called off by the merchant before it was paid in full.
+    Canceled,
 }
 
 impl PaymentStatus {
@@ -40,6 +42,7 @@ impl PaymentStatus {
             Self::Detected => "detected",
             Self::Confirmed => "confirmed",
             Self::Expired => "expired",
+            Self::Canceled => "canceled",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! tested here without a chain. The scanner and the clock call these inside a unit of work and
 //! turn each [`Change`] into an event.
 //!
-//! * A transfer counts unless it arrived late: after the payment was confirmed or expired, or
+//! * A transfer counts unless it arrived late: after the payment was confirmed, expired or
+//!   canceled, or
 //!   in a block stamped at or after `expires_at` while the payment was not yet paid.
 //! * Less than the amount: `underpaid` (raised once). The amount or more: `detected`, with the
 //!   excess. Detected and the counted transfers deep enough (or finalized): `confirmed`.
@@ -71,6 +72,7 @@ pub enum Change {
         confirmations: u64,
     },
     Expired,
+    Canceled,
     Late {
         transfer: Transfer,
     },
@@ -88,6 +90,7 @@ impl Change {
             Self::Detected { .. } => "payment.detected",
             Self::Confirmed { .. } => "payment.confirmed",
             Self::Expired => "payment.expired",
+            Self::Canceled => "payment.canceled",
             Self::Late { .. } => "payment.late",
             Self::Reorged { .. } => "payment.reorged",
         }
@@ -106,7 +109,7 @@ pub fn accept(payment: &mut Payment, transfer: Transfer, now: UnixMillis) -> Vec
     }
     let after_expiry = transfer.block_time.saturating_mul(1000) >= payment.expires_at;
     let late = match payment.status {
-        PaymentStatus::Confirmed | PaymentStatus::Expired => true,
+        PaymentStatus::Confirmed | PaymentStatus::Expired | PaymentStatus::Canceled => true,
         PaymentStatus::Pending | PaymentStatus::Underpaid => after_expiry,
         PaymentStatus::Detected => false,
     };
@@ -203,6 +206,19 @@ pub fn orphan(payment: &mut Payment, ancestor: u64, now: UnixMillis) -> Vec<Chan
         set_status(payment, back, now);
     }
     vec![Change::Reorged { orphaned, previous }]
+}
+
+/// Calls the payment off at the merchant's request: only while nothing or less than the
+/// amount arrived (`pending`, `underpaid`). A transfer after that is late, like one after
+/// expiry. Refused with the status that forbids it otherwise.
+pub fn cancel(payment: &mut Payment, now: UnixMillis) -> Result<Vec<Change>, PaymentStatus> {
+    match payment.status {
+        PaymentStatus::Pending | PaymentStatus::Underpaid => {
+            set_status(payment, PaymentStatus::Canceled, now);
+            Ok(vec![Change::Canceled])
+        }
+        other => Err(other),
+    }
 }
 
 fn set_status(payment: &mut Payment, status: PaymentStatus, now: UnixMillis) {
@@ -341,6 +357,30 @@ mod tests {
         assert_eq!(p.status, PaymentStatus::Expired);
         assert!(p.transfers[0].late);
         assert!(p.paid().is_zero());
+    }
+
+    #[test]
+    fn only_a_payment_not_yet_paid_in_full_can_be_canceled_and_later_transfers_are_late() {
+        let mut underpaid = payment(100);
+        accept(&mut underpaid, transfer(1, 10, 40, BEFORE), 1);
+        assert_eq!(
+            types(&cancel(&mut underpaid, 2).unwrap()),
+            ["payment.canceled"]
+        );
+        assert_eq!(underpaid.status, PaymentStatus::Canceled);
+        assert!(!underpaid.status.is_open());
+        let changes = accept(&mut underpaid, transfer(2, 11, 60, BEFORE), 3);
+        assert_eq!(types(&changes), ["payment.late"]);
+        assert_eq!(underpaid.status, PaymentStatus::Canceled);
+        assert_eq!(cancel(&mut underpaid, 4), Err(PaymentStatus::Canceled));
+
+        let mut detected = payment(100);
+        accept(&mut detected, transfer(1, 10, 100, BEFORE), 1);
+        assert_eq!(cancel(&mut detected, 2), Err(PaymentStatus::Detected));
+        assert_eq!(detected.status, PaymentStatus::Detected);
+        let mut pending = payment(100);
+        assert!(advance(&mut pending, tip(5), Finality::Depth(1), EXPIRES).len() == 1);
+        assert_eq!(cancel(&mut pending, EXPIRES), Err(PaymentStatus::Expired));
     }
 
     #[test]

@@ -105,6 +105,40 @@ impl UnitOfWork for CreatePayment {
     }
 }
 
+/// Cancels a payment (the merchant's request) and raises `payment.canceled`.
+pub struct CancelPayment {
+    pub id: PaymentId,
+}
+
+/// What a cancel came to.
+#[derive(Debug, Clone)]
+pub enum Canceled {
+    Canceled(Box<Payment>),
+    NotFound,
+    /// The payment is in a state a cancel cannot leave (paid in full, or final).
+    Refused(PaymentStatus),
+}
+
+impl UnitOfWork for CancelPayment {
+    type Output = Canceled;
+
+    fn apply(&mut self, txn: &mut dyn Txn) -> Result<Canceled, StoreError> {
+        let Some(mut payment) = txn.payment(self.id)? else {
+            return Ok(Canceled::NotFound);
+        };
+        match rules::cancel(&mut payment, txn.now()) {
+            Ok(changes) => {
+                txn.put_payment(&payment)?;
+                for change in &changes {
+                    txn.emit(events::for_change(&payment, change))?;
+                }
+                Ok(Canceled::Canceled(Box::new(payment)))
+            }
+            Err(status) => Ok(Canceled::Refused(status)),
+        }
+    }
+}
+
 /// A transfer the scanner saw to a watched address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
