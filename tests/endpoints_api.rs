@@ -327,6 +327,41 @@ async fn config_endpoints_are_read_only_and_api_endpoints_survive_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_retried_with_its_idempotency_key_gets_the_first_answer_again() {
+    let receiver = Receiver::ok().await;
+    let gateway = Gateway::start("").await;
+    let key = [("idempotency-key", "add-crm-hook")];
+    let body = json!({"url": receiver.url("/crm"), "event_types": ["payment.confirmed"]});
+    let first = gateway.post_json_with("/v1/endpoints", &body, &key).await;
+    assert_eq!(first.status, 201, "{first:#?}");
+    assert_eq!(first.header("idempotent-replayed"), None);
+
+    let again = gateway.post_json_with("/v1/endpoints", &body, &key).await;
+    assert_eq!(again.status, 201, "{again:#?}");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json, first.json, "the first answer, secret included");
+    let listed = gateway.get_json("/v1/endpoints").await;
+    assert_eq!(listed.json["endpoints"].as_array().unwrap().len(), 1);
+
+    let other = json!({"url": receiver.url("/other")});
+    let reused = gateway.post_json_with("/v1/endpoints", &other, &key).await;
+    assert!(
+        reused
+            .assert_error(409, "idempotency_conflict")
+            .contains("add-crm-hook")
+    );
+    let too_long = "k".repeat(256);
+    gateway
+        .post_json_with(
+            "/v1/endpoints",
+            &other,
+            &[("idempotency-key", too_long.as_str())],
+        )
+        .await
+        .assert_error(400, "invalid_body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_egress_guard_refuses_loopback_urls_at_create_unless_admitted() {
     // No allow-list: only the loopback range is addressed, and nothing is sent.
     let gateway = Gateway::start("[egress]\nallowed_networks = []\n").await;

@@ -404,7 +404,7 @@ async fn an_unpaid_payment_expires_and_a_payment_after_expiry_or_confirmation_is
 }
 
 #[tokio::test]
-async fn a_canceled_payment_raises_canceled_and_a_transfer_after_it_is_late() {
+async fn a_canceled_payment_raises_canceled_a_later_transfer_is_late_and_creates_are_idempotent() {
     let anvil = Anvil::start().await;
     let receiver = Receiver::ok().await;
     let gateway = gateway(&anvil.url, anvil.head().await, None, &receiver).await;
@@ -439,6 +439,22 @@ async fn a_canceled_payment_raises_canceled_and_a_transfer_after_it_is_late() {
     let signalled = wait_event(&receiver, id, "payment.late").await;
     assert_eq!(signalled["tx_hash"], late.hash);
     assert_eq!(signalled["status"], "canceled");
+
+    // A create retried with its Idempotency-Key gets the first payment, not a second one.
+    let key = [("idempotency-key", "checkout-42")];
+    let body = json!({"chain": "anvil", "amount": "2", "metadata": {"order": 42}});
+    let first = gateway.post_json_with("/v1/payments", &body, &key).await;
+    assert_eq!(first.status, 201, "{first:#?}");
+    let again = gateway.post_json_with("/v1/payments", &body, &key).await;
+    assert_eq!(again.status, 201, "{again:#?}");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json["payment_id"], first.json["payment_id"]);
+    assert_eq!(again.json["address"], first.json["address"]);
+    let other = json!({"chain": "anvil", "amount": "3"});
+    gateway
+        .post_json_with("/v1/payments", &other, &key)
+        .await
+        .assert_error(409, "idempotency_conflict");
     let listed = gateway.get_json("/v1/payments?status=canceled").await;
     assert_eq!(listed.json["payments"][0]["payment_id"], id, "{listed:#?}");
 }

@@ -1,5 +1,5 @@
 //! Retention on the real binary: settled events go after `store.retention`, idempotency keys
-//! after `store.idempotency_window`; pending deliveries and recent dead letters stay; and
+//! (of events and of creates) after `store.idempotency_window`; pending deliveries and recent dead letters stay; and
 //! `hookgate store compact` refuses a running gateway's file and compacts a stopped one's.
 
 #[path = "support/mod.rs"]
@@ -53,6 +53,12 @@ async fn settled_events_expire_while_pending_deliveries_and_dead_letters_stay() 
     let key = [("idempotency-key", "order-7-confirmed")];
     let body = json!({"type": "t.ok", "data": {"order": 7}});
     let first = gateway.post_json_with("/v1/events", &body, &key).await;
+    let endpoint_key = [("idempotency-key", "create-audit-endpoint")];
+    let audit = json!({"url": receiver.url("/audit"), "event_types": ["t.audit"]});
+    let created = gateway
+        .post_json_with("/v1/endpoints", &audit, &endpoint_key)
+        .await;
+    assert_eq!(created.status, 201, "{created:#?}");
     assert_eq!(first.status, 201, "{first:#?}");
     let delivered = delivery_to(&first.json, "ok");
     let dead = delivery_to(&gateway.publish("t.fail", json!({"n": 1})).await, "fail");
@@ -90,6 +96,13 @@ async fn settled_events_expire_while_pending_deliveries_and_dead_letters_stay() 
     let again = gateway.post_json_with("/v1/events", &body, &key).await;
     assert_eq!(again.status, 201, "{again:#?}");
     assert_ne!(again.json["id"], first.json["id"], "{again:#?}");
+    // So did the answer kept for a create's key: the same key creates a second endpoint.
+    let second = gateway
+        .post_json_with("/v1/endpoints", &audit, &endpoint_key)
+        .await;
+    assert_eq!(second.status, 201, "{second:#?}");
+    assert_eq!(second.header("idempotent-replayed"), None);
+    assert_ne!(second.json["id"], created.json["id"], "{second:#?}");
 
     // Compaction needs the gateway stopped; then it works on the same file.
     let refused = compact(&gateway);

@@ -71,17 +71,47 @@ pub enum Refused {
     Invalid(String),
 }
 
-/// What a committed change left: the endpoint as stored, or the one deleted.
+/// What a committed change left: the endpoint as stored (and why it is disabled, if it is),
+/// or the one deleted.
 #[derive(Debug)]
 pub enum Edited {
-    Stored(StoredEndpoint),
+    Stored {
+        record: StoredEndpoint,
+        disabled: Option<String>,
+    },
     Deleted(StoredEndpoint),
 }
+
+/// An output that may carry an endpoint change to apply: the change itself, or one run under
+/// an `Idempotency-Key` (nothing to apply when it was a replay).
+pub trait EditOutput {
+    fn edited(&self) -> Option<&Result<Edited, Refused>>;
+}
+
+impl EditOutput for Result<Edited, Refused> {
+    fn edited(&self) -> Option<&Result<Edited, Refused>> {
+        Some(self)
+    }
+}
+
+impl EditOutput for crate::queue::idempotent::Keyed<Result<Edited, Refused>> {
+    fn edited(&self) -> Option<&Result<Edited, Refused>> {
+        match self {
+            Self::Fresh { output, .. } => Some(output),
+            Self::Replayed(_) | Self::Mismatch => None,
+        }
+    }
+}
+
+/// Why an endpoint disabled over the API is disabled.
+pub const DISABLED_OVER_API: &str = "disabled over the admin API";
 
 /// One change to endpoint `id`, as a unit of work.
 pub struct EditEndpoint {
     pub id: String,
     pub change: Option<Change>,
+    /// Enable or disable it in the same transaction (create and update).
+    pub enabled: Option<bool>,
     pub checks: std::sync::Arc<Checks>,
 }
 
@@ -112,7 +142,8 @@ impl UnitOfWork for EditEndpoint {
             // Clears what an earlier endpoint with this id left (its disabled state).
             txn.delete_stored_endpoint(&self.id)?;
             txn.put_stored_endpoint(&record)?;
-            return Ok(Ok(Edited::Stored(record)));
+            let disabled = self.set_enabled(txn)?;
+            return Ok(Ok(Edited::Stored { record, disabled }));
         }
         let Some(current) = current else {
             return Ok(Err(Refused::NotFound(self.id.clone())));
@@ -149,11 +180,24 @@ impl UnitOfWork for EditEndpoint {
             return Ok(Err(refused));
         }
         txn.put_stored_endpoint(&record)?;
-        Ok(Ok(Edited::Stored(record)))
+        let disabled = self.set_enabled(txn)?;
+        Ok(Ok(Edited::Stored { record, disabled }))
     }
 }
 
 impl EditEndpoint {
+    /// Applies `enabled` when given; returns why the endpoint is disabled after it.
+    fn set_enabled(&self, txn: &mut dyn Txn) -> Result<Option<String>, StoreError> {
+        match self.enabled {
+            None => txn.endpoint_disabled(&self.id),
+            Some(enabled) => {
+                let reason = (!enabled).then(|| DISABLED_OVER_API.to_owned());
+                txn.set_endpoint_disabled(&self.id, reason.clone())?;
+                Ok(reason)
+            }
+        }
+    }
+
     fn check(&self, record: &StoredEndpoint) -> Result<(), Refused> {
         record
             .config

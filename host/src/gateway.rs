@@ -9,7 +9,7 @@ use crate::chain::scanner::ChainHealth;
 use crate::config::Config;
 use crate::delivery::endpoint::EndpointError;
 use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriber, Subscriptions};
-use crate::endpoints::{Change, Checks, EditEndpoint, Edited, Refused};
+use crate::endpoints::{Change, Checks, EditEndpoint, Edited};
 use crate::events::{self, PublishRequest};
 use crate::ids::DeliveryId;
 use crate::payments::{self, CreateError, CreateRequest, Created, Payments};
@@ -174,12 +174,21 @@ impl Gateway {
         self.queue.publish(events).await
     }
 
+    /// Validates a payment request into the unit of work that creates it (run it with
+    /// [`QueueHandle::run`], maybe wrapped for an `Idempotency-Key`).
+    pub fn payment_creation(
+        &self,
+        request: CreateRequest,
+    ) -> Result<payments::CreatePayment, CreateError> {
+        self.payments.validate(request, now_millis())
+    }
+
     /// Validates and creates a payment; answers once it and `payment.created` are committed.
     pub async fn create_payment(
         &self,
         request: CreateRequest,
     ) -> Result<Result<Created, CreateError>, QueueError> {
-        match self.payments.validate(request, now_millis()) {
+        match self.payment_creation(request) {
             Ok(work) => self.queue.run(work).await.map(Ok),
             Err(err) => Ok(Err(err)),
         }
@@ -303,34 +312,33 @@ impl Gateway {
         Ok(crate::metrics::METRICS.render())
     }
 
-    /// Commits a change to endpoint `id` and applies it: the subscriptions and the endpoint's
-    /// lane follow before this returns. `enabled`, when given, is recorded after the change.
-    pub async fn edit_endpoint(
-        &self,
-        id: &str,
-        change: Change,
-        enabled: Option<bool>,
-    ) -> Result<Result<Edited, Refused>, QueueError> {
+    /// A change to endpoint `id` as a unit of work (to run with [`Self::edit_endpoint`], maybe
+    /// wrapped for an `Idempotency-Key`). `enabled`, when given, is set in the same commit.
+    pub fn endpoint_edit(&self, id: &str, change: Change, enabled: Option<bool>) -> EditEndpoint {
+        EditEndpoint {
+            id: id.to_owned(),
+            change: Some(change),
+            enabled,
+            checks: self.checks.clone(),
+        }
+    }
+
+    /// Commits `work` (an [`EditEndpoint`], maybe wrapped) and applies what it changed: the
+    /// subscriptions and the endpoint's lane follow before this returns.
+    pub async fn edit_endpoint<W>(&self, work: W) -> Result<W::Output, QueueError>
+    where
+        W: crate::queue::UnitOfWork,
+        W::Output: crate::endpoints::EditOutput,
+    {
+        use crate::endpoints::EditOutput as _;
         let _one_at_a_time = self.endpoint_edits.lock().await;
-        let edited = self
-            .queue
-            .run(EditEndpoint {
-                id: id.to_owned(),
-                change: Some(change),
-                checks: self.checks.clone(),
-            })
-            .await?;
-        match &edited {
-            Ok(Edited::Stored(record)) => {
-                self.apply_endpoint(record.clone());
-                if let Some(enabled) = enabled {
-                    let reason = (!enabled).then(|| "disabled over the admin API".to_owned());
-                    self.queue
-                        .set_endpoint_enabled(id.to_owned(), enabled, reason)
-                        .await?;
-                }
+        let output = self.queue.run(work).await?;
+        match output.edited() {
+            Some(Ok(Edited::Stored { record, disabled })) => {
+                self.apply_endpoint(record.clone(), disabled.clone());
             }
-            Ok(Edited::Deleted(_)) => {
+            Some(Ok(Edited::Deleted(record))) => {
+                let id = &record.config.id;
                 if let Some(subscriber) = self.subscriptions().remove(id) {
                     // Its lane keeps the subscriber, disabled: what it still holds or finds
                     // in the store is dead-lettered with this reason.
@@ -338,13 +346,13 @@ impl Gateway {
                     self.dispatcher.endpoint_updated(&subscriber);
                 }
             }
-            Err(_) => {}
+            Some(Err(_)) | None => {}
         }
-        Ok(edited)
+        Ok(output)
     }
 
     /// Puts a committed endpoint record in force.
-    fn apply_endpoint(&self, record: StoredEndpoint) {
+    fn apply_endpoint(&self, record: StoredEndpoint, disabled: Option<String>) {
         let endpoint = match Endpoint::from_config(&record.config, &self.checks.delivery) {
             Ok(endpoint) => Arc::new(endpoint),
             Err(err) => {
@@ -357,10 +365,11 @@ impl Gateway {
         let subscriber = match self.subscriptions().get(&endpoint.id) {
             Some(subscriber) => {
                 subscriber.replace(endpoint, record);
+                subscriber.set_disabled(disabled);
                 subscriber
             }
             None => {
-                let subscriber = Arc::new(Subscriber::new(endpoint, record, None));
+                let subscriber = Arc::new(Subscriber::new(endpoint, record, disabled));
                 self.subscriptions().insert(subscriber.clone());
                 subscriber
             }
@@ -397,6 +406,11 @@ impl Gateway {
 
     pub fn plugins(&self) -> &Arc<PluginRegistry> {
         &self.plugins
+    }
+
+    /// What endpoints created or changed over the API must pass.
+    pub fn endpoint_checks(&self) -> &Checks {
+        &self.checks
     }
 
     /// The watched plugins directory, if one is configured.

@@ -10,16 +10,19 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::events::{EventBody, parse, validate};
-use super::{ApiError, ApiState};
-use crate::config::EndpointConfig;
-use crate::delivery::Subscriber;
+use super::{ApiError, ApiState, idempotency};
+use crate::config::{DeliveryConfig, EndpointConfig};
+use crate::delivery::{Endpoint, Subscriber};
 use crate::endpoints::{Change, Edited, Refused};
 use crate::queue::PublishOutcome;
+use crate::queue::idempotent::{Answer, Idempotent, Keyed};
 use crate::signing::Secret;
+use crate::store::StoredEndpoint;
 use crate::time::rfc3339;
 
 /// How long a rotated-out secret keeps signing unless the request says otherwise.
@@ -64,11 +67,15 @@ struct CreateBody {
     rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// `POST /v1/endpoints`. With an `Idempotency-Key`, a retry gets the first answer again
+/// (its secret included).
 pub async fn create(
     State(state): State<ApiState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let body: CreateBody = parse(&body)?;
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency::key(&headers)?;
+    let body: CreateBody = parse(&raw)?;
     let id = body
         .id
         .unwrap_or_else(|| format!("ep_{}", uuid::Uuid::now_v7().simple()));
@@ -81,22 +88,50 @@ pub async fn create(
     fields.insert("secret".to_owned(), secret.expose().into());
     let config: EndpointConfig = serde_json::from_value(serde_json::Value::Object(fields))
         .map_err(|err| ApiError::invalid_body(format!("the endpoint is not valid: {err}")))?;
-    let edited = state
-        .gateway
-        .edit_endpoint(&id, Change::Create(config), body.enabled)
-        .await?
-        .map_err(refusal)?;
-    let Edited::Stored(_) = edited else {
-        return Err(ApiError::internal("a create answered with a delete"));
+    let gateway = &state.gateway;
+    let work = gateway.endpoint_edit(&id, Change::Create(config), body.enabled);
+    let defaults = gateway.endpoint_checks().delivery.clone();
+    let created = move |edited: &Result<Edited, Refused>| match edited {
+        Ok(Edited::Stored { record, disabled }) => Some(Answer {
+            status: StatusCode::CREATED.as_u16(),
+            body: created_view(record, disabled.clone(), &defaults)?,
+        }),
+        _ => None,
     };
-    let subscriber = state
-        .gateway
-        .subscriptions()
-        .get(&id)
-        .ok_or_else(|| unknown(&id))?;
-    let mut answer = view(&subscriber);
-    answer["secret"] = secret.expose().into();
-    Ok((StatusCode::CREATED, Json(answer)))
+    let answer = match key {
+        None => {
+            let edited = gateway.edit_endpoint(work).await?;
+            let answer = created(&edited);
+            edited.map_err(refusal)?;
+            answer
+        }
+        Some(key) => {
+            let keyed = Idempotent::new("POST /v1/endpoints", &key, &raw, work, Box::new(created));
+            let keyed = gateway.edit_endpoint(keyed).await?;
+            match keyed {
+                Keyed::Fresh { output, answer } => {
+                    output.map_err(refusal)?;
+                    answer
+                }
+                Keyed::Replayed(answer) => return Ok(idempotency::replayed(answer)),
+                Keyed::Mismatch => return Err(idempotency::reused(&key)),
+            }
+        }
+    };
+    let answer = answer.ok_or_else(|| ApiError::internal("a create answered with a delete"))?;
+    Ok((StatusCode::CREATED, Json(answer.body)).into_response())
+}
+
+/// A created endpoint as the create answers it: the view and, this once, its secret.
+fn created_view(
+    record: &StoredEndpoint,
+    disabled: Option<String>,
+    defaults: &DeliveryConfig,
+) -> Option<serde_json::Value> {
+    let endpoint = Endpoint::from_config(&record.config, defaults).ok()?;
+    let mut view = view_of(&endpoint, record, disabled);
+    view["secret"] = record.config.secret.expose().into();
+    Some(view)
 }
 
 /// `PATCH /v1/endpoints/{id}`: a JSON merge patch over the endpoint's fields (`null` removes
@@ -116,14 +151,10 @@ pub async fn update(
             )));
         }
     };
-    let edited = state
+    let work = state
         .gateway
-        .edit_endpoint(&id, Change::Update(patch), enabled)
-        .await?
-        .map_err(refusal)?;
-    let Edited::Stored(_) = edited else {
-        return Err(ApiError::internal("an update answered with a delete"));
-    };
+        .endpoint_edit(&id, Change::Update(patch), enabled);
+    state.gateway.edit_endpoint(work).await?.map_err(refusal)?;
     show(State(state), Path(id)).await
 }
 
@@ -131,11 +162,8 @@ pub async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state
-        .gateway
-        .edit_endpoint(&id, Change::Delete, None)
-        .await?
-        .map_err(refusal)?;
+    let work = state.gateway.endpoint_edit(&id, Change::Delete, None);
+    state.gateway.edit_endpoint(work).await?.map_err(refusal)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -178,19 +206,16 @@ pub async fn rotate_secret(
         Some(text) => Secret::new(text),
         None => Secret::generate(),
     };
-    let edited = state
-        .gateway
-        .edit_endpoint(
-            &id,
-            Change::Rotate {
-                secret: secret.clone(),
-                overlap,
-            },
-            None,
-        )
-        .await?
-        .map_err(refusal)?;
-    let Edited::Stored(record) = edited else {
+    let work = state.gateway.endpoint_edit(
+        &id,
+        Change::Rotate {
+            secret: secret.clone(),
+            overlap,
+        },
+        None,
+    );
+    let edited = state.gateway.edit_endpoint(work).await?.map_err(refusal)?;
+    let Edited::Stored { record, .. } = edited else {
         return Err(ApiError::internal("a rotation answered with a delete"));
     };
     Ok(Json(serde_json::json!({
@@ -358,12 +383,21 @@ fn refusal(refused: Refused) -> ApiError {
     }
 }
 
+fn view(subscriber: &Subscriber) -> serde_json::Value {
+    view_of(
+        &subscriber.endpoint(),
+        &subscriber.record(),
+        subscriber.disabled_reason(),
+    )
+}
+
 /// An endpoint as the API shows it: everything but its secrets, with the effective retry
 /// policy, concurrency and timeout.
-fn view(subscriber: &Subscriber) -> serde_json::Value {
-    let endpoint = subscriber.endpoint();
-    let record = subscriber.record();
-    let disabled_reason = subscriber.disabled_reason();
+fn view_of(
+    endpoint: &Endpoint,
+    record: &StoredEndpoint,
+    disabled_reason: Option<String>,
+) -> serde_json::Value {
     let plugins: Vec<serde_json::Value> = record
         .config
         .plugins

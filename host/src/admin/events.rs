@@ -7,20 +7,18 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::idempotency::{self, MAX_KEY_LEN, REPLAYED};
 use super::{ApiError, ApiState};
 use crate::events::{MAX_BATCH_EVENTS, PublishRequest};
 use crate::ids::{DeliveryId, EventId};
 use crate::queue::{EventSummary, PublishOutcome};
 use crate::time::rfc3339;
 
-const IDEMPOTENCY_KEY: &str = "idempotency-key";
-const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-const MAX_KEY_LEN: usize = 255;
 const MAX_TYPE_LEN: usize = 128;
 /// Deepest nesting of objects and arrays accepted in `data` (what JSON parsers downstream,
 /// plugins' included, accept).
@@ -48,11 +46,8 @@ pub async fn publish(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mut event: EventBody = parse(&body)?;
-    if let Some(value) = headers.get(IDEMPOTENCY_KEY) {
-        let key = value
-            .to_str()
-            .map_err(|_| ApiError::invalid_body("Idempotency-Key must be visible ASCII"))?;
-        event.idempotency_key = Some(key.to_owned());
+    if let Some(key) = idempotency::key(&headers)? {
+        event.idempotency_key = Some(key);
     }
     let request = validate(event, None)?;
     let outcome = state

@@ -9,6 +9,7 @@ mod endpoints;
 mod error;
 mod event_reads;
 mod events;
+mod idempotency;
 mod listener;
 mod payments;
 mod plugins;

@@ -8,26 +8,51 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, idempotency};
 use crate::ids::PaymentId;
 use crate::payments::{Canceled, CreateRequest, Created, Payment, PaymentStatus, events};
+use crate::queue::idempotent::{Answer, Idempotent, Keyed};
 
+/// `POST /v1/payments`. With an `Idempotency-Key`, a retry gets the first answer again.
 pub async fn create(
     State(state): State<ApiState>,
+    headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
+    let key = idempotency::key(&headers)?;
     let request: CreateRequest = serde_json::from_slice(&body)
         .map_err(|err| ApiError::invalid_body(format!("the request body is not valid: {err}")))?;
-    let created = state
+    let work = state
         .gateway
-        .create_payment(request)
-        .await?
+        .payment_creation(request)
         .map_err(|err| ApiError::invalid_body(err.to_string()))?;
+    let created = match key {
+        None => state.gateway.queue().run(work).await?,
+        Some(key) => {
+            let answering = Box::new(|created: &Created| match created {
+                Created::Payment(payment) => Some(Answer {
+                    status: StatusCode::CREATED.as_u16(),
+                    body: view(payment),
+                }),
+                // Refusals are not kept: a retry may find the address free.
+                Created::AddressInUse { .. } | Created::NoAddress => None,
+            });
+            let keyed = Idempotent::new("POST /v1/payments", &key, &body, work, answering);
+            match state.gateway.queue().run(keyed).await? {
+                Keyed::Fresh { output, .. } => output,
+                Keyed::Replayed(answer) => return Ok(idempotency::replayed(answer)),
+                Keyed::Mismatch => return Err(idempotency::reused(&key)),
+            }
+        }
+    };
     match created {
-        Created::Payment(payment) => Ok((StatusCode::CREATED, Json(view(&payment)))),
+        Created::Payment(payment) => {
+            Ok((StatusCode::CREATED, Json(view(&payment))).into_response())
+        }
         Created::AddressInUse {
             address,
             payment_id,

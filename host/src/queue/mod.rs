@@ -17,6 +17,7 @@
 //! of a unit's output, never an error; an `Err` means the store itself failed, and aborts the
 //! batch for every caller in it.
 
+pub mod idempotent;
 pub mod redb_txn;
 pub mod retention;
 pub mod txn;

@@ -23,8 +23,8 @@ use crate::payments::Payment;
 use crate::plugins::Rendered;
 use crate::queue::Emit;
 use crate::store::{
-    ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EventRecord, StoreError,
-    StoredEndpoint, Tables, address_key, body_of, corrupt, read_record,
+    ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, EndpointState, EventRecord,
+    StoreError, StoredAnswer, StoredEndpoint, Tables, address_key, body_of, corrupt, read_record,
 };
 use crate::time::UnixMillis;
 
@@ -62,6 +62,35 @@ impl Txn for RedbTxn<'_, '_> {
 
     fn put_stored_endpoint(&mut self, record: &StoredEndpoint) -> Result<(), StoreError> {
         self.tables.put_stored_endpoint(record)
+    }
+
+    fn endpoint_disabled(&self, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            read_record::<&str, EndpointState>(&self.tables.endpoints, id)?
+                .and_then(|state| state.disabled_reason),
+        )
+    }
+
+    fn set_endpoint_disabled(
+        &mut self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<(), StoreError> {
+        let state = EndpointState {
+            disabled_at: reason.as_ref().map(|_| self.now),
+            disabled_reason: reason.clone(),
+        };
+        self.tables.put_endpoint_state(id, &state)?;
+        self.after.endpoint_changes.push((id.to_owned(), reason));
+        Ok(())
+    }
+
+    fn api_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError> {
+        self.tables.api_answer(key)
+    }
+
+    fn put_api_answer(&mut self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError> {
+        self.tables.put_api_answer(key, answer)
     }
 
     fn delete_stored_endpoint(&mut self, id: &str) -> Result<bool, StoreError> {

@@ -9,7 +9,8 @@
 //!   dead-lettered longer ago than `dead_letter_retention`) is removed with its deliveries,
 //!   stored bodies, attempts, dead-letter entries and idempotency key;
 //! * idempotency keys of events older than `idempotency_window` are removed (the events stay
-//!   until their own retention), tracked by a cursor in the store so each event is read once.
+//!   until their own retention), tracked by a cursor in the store so each event is read once;
+//!   so are the first answers kept for creates sent with an `Idempotency-Key`.
 //!
 //! redb reuses the freed pages for new writes, so the file stops growing once the sweep keeps
 //! up; `hookgate store compact` returns free space to the file system while the gateway is
@@ -107,7 +108,11 @@ pub(super) fn sweep(
     for (id, event) in scanned {
         remove_if_settled(tables, id, &event, dead_before, &mut step)?;
     }
-    forget_idempotency_keys(tables, millis_ago(now, retention.idempotency), &mut step)?;
+    let keys_before = millis_ago(now, retention.idempotency);
+    forget_idempotency_keys(tables, keys_before, &mut step)?;
+    let answers = tables.forget_api_answers(keys_before, STEP_EVENTS)?;
+    step.keys_removed += answers;
+    step.more |= answers == STEP_EVENTS;
     Ok(step)
 }
 

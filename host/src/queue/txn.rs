@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use super::{NewEvent, PublishOutcome};
 use crate::ids::{EventId, PaymentId};
 use crate::payments::Payment;
-use crate::store::{ChainCursor, StoreError, StoredEndpoint};
+use crate::store::{ChainCursor, StoreError, StoredAnswer, StoredEndpoint};
 use crate::time::UnixMillis;
 
 /// An event a unit of work raises: committed with the unit's other writes, fanned out to every
@@ -63,6 +63,18 @@ pub trait Txn {
     fn put_chain_cursor(&mut self, chain: &str, cursor: &ChainCursor) -> Result<(), StoreError>;
 
     fn stored_endpoint(&self, id: &str) -> Result<Option<StoredEndpoint>, StoreError>;
+
+    /// Why endpoint `id` is disabled; `None` while it is enabled.
+    fn endpoint_disabled(&self, id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Disables endpoint `id` with `reason`, or enables it (`None`); in force after the commit.
+    fn set_endpoint_disabled(&mut self, id: &str, reason: Option<String>)
+    -> Result<(), StoreError>;
+
+    /// The answer kept for an API `Idempotency-Key` (scoped to its route).
+    fn api_answer(&self, key: &str) -> Result<Option<StoredAnswer>, StoreError>;
+
+    fn put_api_answer(&mut self, key: &str, answer: &StoredAnswer) -> Result<(), StoreError>;
 
     fn put_stored_endpoint(&mut self, record: &StoredEndpoint) -> Result<(), StoreError>;
 

@@ -8,6 +8,7 @@
 //! body is not stored at all (it would repeat the event's data) and is rendered again from the
 //! event, byte for byte as at publish time, when a retry or recovery needs it ([`body_of`]).
 
+mod api_answers;
 mod endpoints;
 mod records;
 
@@ -26,6 +27,8 @@ use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::Payment;
 use crate::time::UnixMillis;
 
+pub use api_answers::StoredAnswer;
+pub(crate) use api_answers::{API_ANSWERS, API_ANSWERS_BY_TIME};
 pub(crate) use endpoints::ENDPOINT_CONFIGS;
 pub use endpoints::StoredEndpoint;
 pub use records::{
@@ -672,6 +675,8 @@ pub(crate) struct Tables<'txn> {
     pub dead_letters: redb::Table<'txn, (u64, u128), ()>,
     pub endpoints: redb::Table<'txn, &'static str, &'static [u8]>,
     pub endpoint_configs: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub api_answers: redb::Table<'txn, &'static str, &'static [u8]>,
+    pub api_answers_by_time: redb::Table<'txn, (u64, &'static str), ()>,
     pub payments: redb::Table<'txn, u128, &'static [u8]>,
     pub addresses: redb::Table<'txn, &'static str, (u128, u64)>,
     pub open_payments: redb::Table<'txn, (&'static str, u128), (bool, u64)>,
@@ -692,6 +697,8 @@ impl<'txn> Tables<'txn> {
             dead_letters: txn.open_table(DEAD_LETTERS)?,
             endpoints: txn.open_table(ENDPOINTS)?,
             endpoint_configs: txn.open_table(ENDPOINT_CONFIGS)?,
+            api_answers: txn.open_table(API_ANSWERS)?,
+            api_answers_by_time: txn.open_table(API_ANSWERS_BY_TIME)?,
             payments: txn.open_table(PAYMENTS)?,
             addresses: txn.open_table(ADDRESSES)?,
             open_payments: txn.open_table(OPEN_PAYMENTS)?,
