@@ -2,7 +2,11 @@
 # The whole flow on one machine: a local anvil chain, a verifying receiver, the gateway on a
 # fresh redb file with example WASM plugins; a payment is created, paid on-chain and confirmed,
 # and the signed payment events arrive (one reshaped by a plugin, one filtered out by another).
+# Then examples/api-tour.sh drives the admin API with curl. With --keep, everything stays up
+# afterwards for your own curl commands (the README's "Try the API"), until Ctrl-C.
 set -euo pipefail
+keep=false
+[ "${1:-}" = --keep ] && keep=true
 cd "$(dirname "$0")/.."
 
 export WEBHOOK_SECRET="whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
@@ -85,4 +89,13 @@ echo "== big-payments got nothing: min-amount (10) dropped the 1.5 ETH payment"
 
 echo "== hookgate payment get $id"
 "$bin/hookgate" payment get "$id" | jq '{payment_id, status, amount, amount_paid, transfers: [.transfers[] | {tx_hash, block_number}]}'
+
+echo "== the admin API, with curl (examples/api-tour.sh)"
+RECEIVER=$receiver HOOKGATE_API=$HOOKGATE_API examples/api-tour.sh
+if grep -q REJECTED "$work/receiver.log"; then echo "demo failed: a signature did not verify" >&2; exit 1; fi
 echo "== demo complete: logs and the redb file in $work/"
+if $keep; then
+  echo "== still running (Ctrl-C stops it). In another shell:"
+  echo "export HOOKGATE_API=$HOOKGATE_API HOOKGATE_ADMIN_TOKEN=$HOOKGATE_ADMIN_TOKEN RECEIVER=$receiver WEBHOOK_SECRET=$WEBHOOK_SECRET"
+  wait
+fi

@@ -1,5 +1,6 @@
 //! The admin API of the real `hookgate` binary, over loopback HTTP: authentication, validation,
-//! idempotency, batches, endpoint listing and the original service's environment variables.
+//! idempotency, batches, endpoint listing, the original service's environment variables and
+//! the OpenAPI document (every route in it served, with the documented authentication).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -814,4 +815,84 @@ async fn a_pending_delivery_waiting_for_a_late_retry_is_tried_now_on_request() {
         )
         .await
         .assert_error(404, "not_found");
+}
+
+/// `path` from the API document with its parameters filled in: ids of the right kind that
+/// name nothing, so every call is harmless (404, 400 or 409).
+fn concrete_path(path: &str) -> String {
+    let id = if path.starts_with("/v1/events") {
+        "evt_0190000000007000800000000000abcd"
+    } else if path.starts_with("/v1/deliveries") {
+        "dlv_0190000000007000800000000000abcd"
+    } else if path.starts_with("/v1/payments") {
+        "pay_0190000000007000800000000000abcd"
+    } else {
+        "no-such-endpoint"
+    };
+    path.replace("{id}", id).replace("{name}", "no-such-plugin")
+}
+
+/// The fallback's answer to a request no route matches.
+fn is_unrouted(answer: &ApiResponse) -> bool {
+    answer.status == 405
+        || (answer.status == 404
+            && answer.json["error"]["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("no route for")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_is_open_and_every_route_in_it_is_served_as_documented() {
+    for server in ["", "probes_need_token = true"] {
+        let gateway = Gateway::start_with_server(server, "").await;
+        let client = gateway.raw_client();
+        let unrouted = gateway.call("GET", "/v1/no-such-route", None).await;
+        assert!(
+            is_unrouted(&unrouted),
+            "the fallback changed: {unrouted:#?}"
+        );
+
+        let document = gateway.send(client.get(gateway.url("/openapi.json"))).await;
+        assert_eq!(document.status, 200, "no token needed: {document:#?}");
+        assert_eq!(document.header("content-type"), Some("application/json"));
+        assert_eq!(document.json["openapi"], "3.1.0");
+        let paths = document.json["paths"]
+            .as_object()
+            .expect("`paths` in the document");
+        let mut operations = 0;
+        for (path, item) in paths {
+            let concrete = concrete_path(path);
+            for (method, operation) in item.as_object().expect("a path item") {
+                let method = method.to_ascii_uppercase();
+                let route = format!("{method} {path} ({server:?})");
+                operations += 1;
+                let body = matches!(method.as_str(), "POST" | "PUT" | "PATCH").then(|| json!({}));
+
+                let answer = gateway.call(&method, &concrete, body.as_ref()).await;
+                assert!(
+                    !is_unrouted(&answer),
+                    "{route} is documented but not served: {answer:#?}"
+                );
+                assert_ne!(answer.status, 401, "{route} refused the token: {answer:#?}");
+
+                let mut anonymous = client.request(method.parse().unwrap(), gateway.url(&concrete));
+                if let Some(body) = &body {
+                    anonymous = anonymous
+                        .header("content-type", "application/json")
+                        .body(body.to_string());
+                }
+                let anonymous = gateway.send(anonymous).await;
+                let documented_as_protected = operation["security"]
+                    .as_array()
+                    .is_some_and(|security| security.contains(&json!({"bearer": []})));
+                assert_eq!(
+                    anonymous.status == 401,
+                    documented_as_protected,
+                    "{route} without a token, documented security {}: {anonymous:#?}",
+                    operation["security"]
+                );
+            }
+        }
+        assert_eq!(operations, 29, "{:#}", document.json["paths"]);
+    }
 }

@@ -68,15 +68,6 @@ fn cargo(krate: &Path, target_dir: &Path) -> Command {
     command
 }
 
-/// `name`'s entry in a `GET /v1/plugins` answer, `null` when it is not listed.
-fn listed(list: &Value, name: &str) -> Value {
-    list["plugins"]
-        .as_array()
-        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == name))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_plugin_builds_with_plain_cargo_and_the_gateway_runs_its_wasm_as_it_is() {
     let parent = tempfile::tempdir().unwrap();
@@ -152,7 +143,7 @@ async fn a_new_plugin_builds_with_plain_cargo_and_the_gateway_runs_its_wasm_as_i
     poll_until(
         WAIT,
         &format!("{NAME}@{version} to be listed in force"),
-        || async { listed(&gateway.get_json("/v1/plugins").await.json, NAME) },
+        || async { support::listed_plugin(&gateway.get_json("/v1/plugins").await.json, NAME) },
         |plugin| plugin["version"] == version.as_str(),
     )
     .await;

@@ -25,14 +25,6 @@ fn wasm(name: &str) -> Vec<u8> {
     std::fs::read(component(name)).expect("reading a built plugin")
 }
 
-fn listed(list: &Value, name: &str) -> Value {
-    list["plugins"]
-        .as_array()
-        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == name))
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 async fn dry_run(gateway: &Gateway, name: &str, event: Value, config: Value) -> ApiResponse {
     gateway
         .post_json(
@@ -84,9 +76,15 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
         .await
         .assert_error(400, "invalid_body");
     let list = gateway.get_json("/v1/plugins").await.json;
-    assert_eq!(listed(&list, "min-amount")["version"], version.as_str());
-    assert!(listed(&list, "min-amount")["error"].is_string(), "{list:#}");
-    assert_eq!(listed(&list, "huge"), Value::Null);
+    assert_eq!(
+        support::listed_plugin(&list, "min-amount")["version"],
+        version.as_str()
+    );
+    assert!(
+        support::listed_plugin(&list, "min-amount")["error"].is_string(),
+        "{list:#}"
+    );
+    assert_eq!(support::listed_plugin(&list, "huge"), Value::Null);
     assert_eq!(
         std::fs::read(dir.path().join("min-amount.wasm")).unwrap(),
         wasm("min-amount"),
@@ -161,7 +159,7 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
     assert_eq!(deleted.status, 204, "{deleted:#?}");
     assert!(!dir.path().join("trap-panic.wasm").exists());
     let list = gateway.get_json("/v1/plugins").await.json;
-    assert_eq!(listed(&list, "trap-panic"), Value::Null);
+    assert_eq!(support::listed_plugin(&list, "trap-panic"), Value::Null);
     gateway
         .call("DELETE", "/v1/plugins/trap-panic", None)
         .await
@@ -172,7 +170,7 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
     gateway.restart().await;
     let list = gateway.get_json("/v1/plugins").await.json;
     assert_eq!(
-        listed(&list, "min-amount")["version"],
+        support::listed_plugin(&list, "min-amount")["version"],
         version.as_str(),
         "{list:#}"
     );

@@ -946,7 +946,7 @@ mod duration_text {
 
     /// The text `parse` reads back exactly: whole milliseconds when that is exact.
     pub fn text(duration: Duration) -> String {
-        if duration.subsec_nanos() % 1_000_000 == 0 {
+        if duration.subsec_nanos().is_multiple_of(1_000_000) {
             format!("{}ms", duration.as_millis())
         } else {
             format!("{}ns", duration.as_nanos())

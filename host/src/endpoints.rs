@@ -26,7 +26,7 @@ pub struct Checks {
 #[derive(Debug)]
 pub enum Change {
     /// A new endpoint; refused if the id is taken.
-    Create(EndpointConfig),
+    Create(Box<EndpointConfig>),
     /// New values for some fields (a JSON merge patch over the stored config: `null` removes
     /// an optional field).
     Update(serde_json::Map<String, serde_json::Value>),
@@ -131,7 +131,7 @@ impl UnitOfWork for EditEndpoint {
                 return Ok(Err(Refused::Exists(self.id.clone())));
             }
             let record = StoredEndpoint {
-                config,
+                config: *config,
                 from_config: false,
                 created_at: now,
                 updated_at: now,

@@ -1055,6 +1055,15 @@ pub fn component(name: &str) -> PathBuf {
     path
 }
 
+/// `name`'s entry in a `GET /v1/plugins` answer, `null` when it is not listed.
+pub fn listed_plugin(list: &Value, name: &str) -> Value {
+    list["plugins"]
+        .as_array()
+        .and_then(|plugins| plugins.iter().find(|plugin| plugin["name"] == name))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 /// The id of the delivery to `endpoint_id` in a publish answer.
 pub fn delivery_to(event: &Value, endpoint_id: &str) -> String {
     event["deliveries"]

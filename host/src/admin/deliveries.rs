@@ -7,7 +7,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use utoipa::IntoParams;
 
+use super::error::ErrorBody;
 use super::{ApiError, ApiState};
 use crate::gateway::{Replay, ReplayError};
 use crate::ids::{DeliveryId, EventId};
@@ -18,15 +20,39 @@ use crate::time::rfc3339;
 /// Most records one list request examines; a sparse filter gets a short page and a cursor.
 const MAX_SCAN: usize = 20_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only deliveries in this state: `pending`, `delivered`, `dropped` or `dead_lettered`.
     status: Option<String>,
+    /// Only deliveries to this endpoint.
     endpoint_id: Option<String>,
+    /// Only deliveries of this event (`evt_…`).
     event_id: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Deliveries per page: 1 to 500, default 100.
     limit: Option<usize>,
 }
 
+/// Lists deliveries, newest first.
+///
+/// A page may be short when the filter is sparse; follow `next_cursor` until it is null.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    operation_id = "list_deliveries",
+    tag = "deliveries",
+    params(ListQuery),
+    responses(
+        (status = 200, body = serde_json::Value, description = "`{\"deliveries\": [delivery], \
+            \"next_cursor\"}`; a delivery is `id`, `event_id`, `endpoint_id`, `status`, \
+            `attempt_count`, `next_attempt_at`, `last_error`, `created_at`, `content_type` and \
+            `plugins` (the chain it ran)"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: a query parameter is not \
+            valid (the message names it)"),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -64,6 +90,20 @@ pub async fn list(
     })))
 }
 
+/// Shows a delivery with its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/{id}",
+    operation_id = "get_delivery",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery's id (`dlv_…`)")),
+    responses(
+        (status = 200, body = serde_json::Value, description = "The delivery as lists show it, \
+            plus `attempts`: `[{\"number\", \"at\", \"status_code\", \"latency_ms\", \"error\", \
+            \"response_snippet\"}]`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no delivery has this id"),
+    ),
+)]
 pub async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -83,8 +123,25 @@ pub async fn show(
     Ok(Json(view(&record, &attempts)))
 }
 
-/// `POST /v1/deliveries/{id}/retry`: a pending delivery waiting for a later retry is tried
-/// now (its retry count is unchanged: this attempt is the one the schedule had planned).
+/// Tries a pending delivery now instead of at its next retry.
+///
+/// Its retry count is unchanged: this attempt is the one the schedule had planned.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    operation_id = "retry_delivery",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery's id (`dlv_…`)")),
+    responses(
+        (status = 202, body = serde_json::Value, description = "`{\"id\", \"status\": \"pending\", \
+            \"already_due\"}`; `already_due` is true when it was due anyway"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no delivery has this id"),
+        (status = 409, body = ErrorBody, description = "`conflict`: the delivery is not pending \
+            (replay it instead)"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn retry(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -107,6 +164,28 @@ pub async fn retry(
     }
 }
 
+/// Sends a delivered or dead-lettered delivery again.
+///
+/// The same bytes and `webhook-id` go out; a parked delivery runs its plugin chain first.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/replay",
+    operation_id = "replay_delivery",
+    tag = "deliveries",
+    params(("id" = String, Path, description = "The delivery's id (`dlv_…`)")),
+    responses(
+        (status = 202, body = serde_json::Value, description = "`{\"id\", \"status\": \
+            \"pending\"}`"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no delivery has this id"),
+        (status = 409, body = ErrorBody, description = "`conflict` (still pending), \
+            `endpoint_disabled`, `endpoint_missing` or `dropped` (the plugin filter now drops the \
+            event)"),
+        (status = 422, body = ErrorBody, description = "`plugin_failed`: the plugin chain fails; \
+            the delivery stays parked"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn replay(
     State(state): State<ApiState>,
     Path(id): Path<String>,

@@ -3,8 +3,27 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::queue::QueueError;
+
+/// The JSON of every error answer: `{"error":{"code","message"}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_body`, `unauthorized`, `not_found`, `conflict`, ...
+    #[schema(value_type = String, example = "not_found")]
+    pub code: &'static str,
+    /// What happened and what to do about it, for people.
+    #[schema(example = "no event with id evt_0190000000007000800000000000abcd")]
+    pub message: String,
+}
 
 /// An error answer: `{"error":{"code","message"}}`.
 #[derive(Debug)]
@@ -47,9 +66,14 @@ impl ApiError {
         )
     }
 
-    /// The JSON object, for embedding in a batch answer.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({"error": {"code": self.code, "message": self.message}})
+    /// The answer's body, also embedded in a batch answer for a refused event.
+    pub fn body(self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        }
     }
 }
 
@@ -77,6 +101,6 @@ impl From<crate::store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.to_json())).into_response()
+        (self.status, Json(self.body())).into_response()
     }
 }

@@ -6,7 +6,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::error::ErrorBody;
 use super::{ApiError, ApiState};
 use crate::gateway::Replay;
 use crate::ids::EventId;
@@ -16,15 +18,19 @@ use crate::time::{UnixMillis, parse_rfc3339, rfc3339};
 /// Most records one list request examines; a sparse filter gets a short page and a cursor.
 const MAX_SCAN: usize = 20_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only events of this type.
     #[serde(rename = "type")]
     event_type: Option<String>,
     /// RFC 3339: events created at or after.
     from: Option<String>,
     /// RFC 3339: events created before.
     to: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Events per page: 1 to 500, default 100.
     limit: Option<usize>,
 }
 
@@ -39,6 +45,22 @@ fn time(field: &str, text: Option<&str>) -> Result<Option<UnixMillis>, ApiError>
     .transpose()
 }
 
+/// Lists events, newest first.
+///
+/// A page may be short when the filter is sparse; follow `next_cursor` until it is null.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "list_events",
+    tag = "events",
+    params(ListQuery),
+    responses(
+        (status = 200, body = EventPage, description = "A page of events, each with the endpoints \
+            it went to"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: a query parameter is not \
+            valid (the message names it)"),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -68,19 +90,26 @@ pub async fn list(
     // Past `from`, older pages cannot match.
     let next =
         next.filter(|next| from.is_none_or(|from| (next.as_u128() >> 80) >= u128::from(from)));
-    #[derive(Serialize)]
-    struct Page<'a> {
-        events: Vec<EventView<'a>>,
-        next_cursor: Option<String>,
-    }
     // axum's Json writes with serde_json directly: `data` stays raw.
-    Ok(axum::Json(Page {
+    Ok(axum::Json(EventPage {
         events: page.iter().map(|event| view(event, None)).collect(),
         next_cursor: next.map(|id| id.to_string()),
     })
     .into_response())
 }
 
+/// Shows an event as published, with each delivery's current status.
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    operation_id = "get_event",
+    tag = "events",
+    params(("id" = String, Path, description = "The event's id (`evt_…`)")),
+    responses(
+        (status = 200, body = EventView, description = "The event"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no event has this id"),
+    ),
+)]
 pub async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -102,9 +131,25 @@ async fn load(state: &ApiState, id: &str) -> Result<(EventRecord, Vec<DeliveryRe
         .ok_or_else(|| ApiError::not_found(format!("no event with id {id}")))
 }
 
-/// `POST /v1/events/{id}/resend`: sends the event again to each endpoint it went to (the
-/// original service's "send webhook"): every delivered or dead-lettered delivery is replayed
-/// with the same bytes and `webhook-id`; pending ones are on their way already.
+/// Sends an event again to each endpoint it went to.
+///
+/// The original service's "send webhook": every delivered or dead-lettered delivery is
+/// replayed with the same bytes and `webhook-id`; pending ones are on their way already.
+#[utoipa::path(
+    post,
+    path = "/v1/events/{id}/resend",
+    operation_id = "resend_event",
+    tag = "events",
+    params(("id" = String, Path, description = "The event's id (`evt_…`)")),
+    responses(
+        (status = 202, body = serde_json::Value, description = "`{\"id\", \"deliveries\": \
+            [{\"id\", \"endpoint_id\", \"result\", \"reason\"}]}`: per delivery, `result` is \
+            `scheduled`, `already_pending`, `gone` or `not_scheduled` (then `reason` says why)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no event has this id"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn resend(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -142,24 +187,43 @@ pub async fn resend(
         .into_response())
 }
 
-/// An event as the API shows it. Serialized directly (never through `serde_json::Value`), so
-/// `data` goes out byte for byte as it was published.
-#[derive(Serialize)]
+/// One page of `GET /v1/events`.
+#[derive(Serialize, ToSchema)]
+struct EventPage<'a> {
+    events: Vec<EventView<'a>>,
+    /// Pass as `cursor` for the next page; null on the last one.
+    next_cursor: Option<String>,
+}
+
+// Serialized directly (never through `serde_json::Value`), so `data` goes out byte for byte as
+// it was published.
+/// An event as the API shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Event)]
 struct EventView<'a> {
+    #[schema(value_type = String, example = "evt_0190000000007000800000000000abcd")]
     id: EventId,
     #[serde(rename = "type")]
     event_type: &'a str,
+    /// RFC 3339.
     timestamp: String,
+    /// As published, byte for byte.
+    #[schema(value_type = Object)]
     data: &'a serde_json::value::RawValue,
     idempotency_key: Option<&'a str>,
     deliveries: Vec<DeliveryLine<'a>>,
 }
 
-#[derive(Serialize)]
+/// A delivery of the event; in a list, only its id and endpoint.
+#[derive(Serialize, ToSchema)]
+#[schema(as = EventDelivery)]
 struct DeliveryLine<'a> {
+    #[schema(value_type = String, example = "dlv_0190000000007000800000000000abcd")]
     id: crate::ids::DeliveryId,
     endpoint_id: &'a str,
+    /// `pending`, `delivered`, `dead_lettered` or `dropped`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     status: Option<crate::store::DeliveryStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     attempt_count: Option<u32>,

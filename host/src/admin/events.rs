@@ -11,7 +11,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::idempotency::{self, MAX_KEY_LEN, REPLAYED};
 use super::{ApiError, ApiState};
 use crate::events::{MAX_BATCH_EVENTS, PublishRequest};
@@ -24,22 +26,59 @@ const MAX_TYPE_LEN: usize = 128;
 /// plugins' included, accept).
 const MAX_DATA_DEPTH: usize = 128;
 
-#[derive(Deserialize)]
+/// An event to publish.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewEvent)]
 pub(super) struct EventBody {
+    /// 1 to 128 letters, digits, `.`, `_` or `-`.
     #[serde(rename = "type")]
+    #[schema(example = "payment.confirmed")]
     pub event_type: String,
+    /// The payload: a JSON object, sent to endpoints byte for byte.
+    #[schema(value_type = Object)]
     pub data: Box<serde_json::value::RawValue>,
+    /// Like the `Idempotency-Key` header (the header wins): a retry with the same key and
+    /// content gets the first answer again.
     #[serde(default)]
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Events to publish in one commit.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = NewEventBatch)]
 struct BatchBody {
+    /// 1 to 1,000 events.
     events: Vec<EventBody>,
 }
 
+/// Publishes one event.
+///
+/// The answer comes once the event and its deliveries are committed.
+#[utoipa::path(
+    post,
+    path = "/v1/events",
+    operation_id = "publish_event",
+    tag = "events",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 \
+        visible ASCII characters; a retry with the same key and content gets the first answer \
+        again")),
+    request_body = EventBody,
+    responses(
+        (status = 201, body = EventView, description = "Published: the event and a delivery per \
+            subscribed endpoint"),
+        (status = 200, body = EventView, description = "A retry with a known idempotency key: the \
+            original event",
+            headers(("idempotent-replayed" = String, description = "`true`"))),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: the body, type, data or \
+            key is not valid"),
+        (status = 409, body = ErrorBody, description = "`idempotency_conflict`: the key was used \
+            for a different event"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn publish(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -70,6 +109,23 @@ pub async fn publish(
     }
 }
 
+/// Publishes up to 1,000 events in one commit.
+///
+/// Each place in the answer is the event or, for an idempotency conflict, its error.
+#[utoipa::path(
+    post,
+    path = "/v1/events/batch",
+    operation_id = "publish_event_batch",
+    tag = "events",
+    request_body = BatchBody,
+    responses(
+        (status = 201, body = BatchView, description = "Published, in the order sent"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: the body or one event is \
+            not valid (the message names its index); nothing was published"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn publish_batch(
     State(state): State<ApiState>,
     body: Bytes,
@@ -96,7 +152,7 @@ pub async fn publish_batch(
                 idempotent_replayed: true,
                 ..view(summary)
             }),
-            PublishOutcome::Conflict { key } => BatchItem::Error(conflict(key).to_json()),
+            PublishOutcome::Conflict { key } => BatchItem::Error(conflict(key).body()),
         })
         .collect();
     Ok((StatusCode::CREATED, Json(BatchView { events })).into_response())
@@ -105,6 +161,15 @@ pub async fn publish_batch(
 pub(super) fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|err| ApiError::invalid_body(format!("the request body is not valid: {err}")))
+}
+
+/// A body that may be left out: empty (or only whitespace) is `T::default()`, else parsed.
+pub(super) fn parse_optional<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse(body)
+    }
 }
 
 /// Checks one event; `index` names its place in a batch for the message.
@@ -159,45 +224,60 @@ fn conflict(key: &str) -> ApiError {
 }
 
 /// A published event as the API answers it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = PublishedEvent)]
 struct EventView<'a> {
+    #[schema(value_type = String, example = "evt_0190000000007000800000000000abcd")]
     id: EventId,
     #[serde(rename = "type")]
     event_type: &'a str,
+    /// RFC 3339.
     timestamp: String,
     deliveries: Vec<DeliveryView<'a>>,
+    /// Endpoints whose plugin filter dropped the event; absent when none did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     dropped: Vec<DroppedView<'a>>,
+    /// Present (`true`) only in a batch answer, for an event replayed by its idempotency key.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     idempotent_replayed: bool,
 }
 
-#[derive(Serialize)]
+/// A delivery created by a publish.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PublishedDelivery)]
 struct DeliveryView<'a> {
+    #[schema(value_type = String, example = "dlv_0190000000007000800000000000abcd")]
     id: DeliveryId,
     endpoint_id: &'a str,
-    /// Only for a delivery parked at publish time.
+    /// Only for a delivery parked at publish time: `dead_lettered`.
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'static str>,
+    /// Why it was parked (its plugin chain failed).
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+/// An endpoint that will not get the event, and the plugin filter that said so.
+#[derive(Serialize, ToSchema)]
+#[schema(as = DroppedDelivery)]
 struct DroppedView<'a> {
     endpoint_id: &'a str,
+    /// The filter, as `name@version`.
     by: &'a str,
 }
 
 /// One place in a batch answer: the event, or why it was refused.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
+#[schema(as = PublishedBatchItem)]
 enum BatchItem<'a> {
     Event(EventView<'a>),
-    Error(serde_json::Value),
+    Error(ErrorBody),
 }
 
-#[derive(Serialize)]
+/// A batch answer: one place per event sent, in order.
+#[derive(Serialize, ToSchema)]
+#[schema(as = PublishedBatch)]
 struct BatchView<'a> {
     events: Vec<BatchItem<'a>>,
 }

@@ -1,8 +1,14 @@
-//! The admin HTTP API (axum on hyper): routing, bearer-token auth and JSON errors.
+//! The admin HTTP API (axum on hyper): routing, bearer-token auth, JSON errors and the API's
+//! OpenAPI document.
 //!
 //! One file per resource. Every error is `{"error":{"code","message"}}` with a message that
-//! says what to fix; `/healthz` is the only route without a token. The token is compared in
-//! constant time.
+//! says what to fix. Every route needs the bearer token but `/healthz`, `/openapi.json` and,
+//! unless `probes_need_token`, `/readyz` and `/metrics`. The token is compared in constant
+//! time.
+//!
+//! Each route is registered together with its handler's `#[utoipa::path]` annotation
+//! (`utoipa_axum::routes!`), so a route cannot be served undocumented; `/openapi.json` serves
+//! the document built that way (see [`openapi`]), generated once when the router is built.
 
 mod deliveries;
 mod endpoints;
@@ -11,6 +17,7 @@ mod event_reads;
 mod events;
 mod idempotency;
 mod listener;
+mod openapi;
 mod payments;
 mod plugins;
 
@@ -19,15 +26,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use crate::gateway::Gateway;
 use crate::signing::Secret;
@@ -61,61 +71,77 @@ pub fn router(
         gateway,
         token: Arc::new(token),
     };
-    let probes = Router::new()
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics));
-    let (protected_probes, open_probes) = if probes_need_token {
-        (probes, Router::new())
-    } else {
-        (Router::new(), probes)
-    };
-    Router::new()
-        .merge(protected_probes)
-        .route("/v1/events", post(events::publish).get(event_reads::list))
-        .route("/v1/events/{id}", get(event_reads::show))
-        .route("/v1/events/{id}/resend", post(event_reads::resend))
-        .route("/v1/events/batch", post(events::publish_batch))
-        .route("/v1/deliveries", get(deliveries::list))
-        .route("/v1/deliveries/{id}", get(deliveries::show))
-        .route("/v1/deliveries/{id}/replay", post(deliveries::replay))
-        .route("/v1/deliveries/{id}/retry", post(deliveries::retry))
-        .route(
-            "/v1/endpoints",
-            get(endpoints::list).post(endpoints::create),
-        )
-        .route(
-            "/v1/endpoints/{id}",
-            get(endpoints::show)
-                .patch(endpoints::update)
-                .delete(endpoints::delete),
-        )
-        .route("/v1/endpoints/{id}/enable", post(endpoints::enable))
-        .route(
-            "/v1/endpoints/{id}/rotate-secret",
-            post(endpoints::rotate_secret),
-        )
-        .route("/v1/endpoints/{id}/test", post(endpoints::send_test))
-        .route("/v1/endpoints/{id}/recover", post(endpoints::recover))
-        .route("/v1/plugins", get(plugins::list))
-        .route(
-            "/v1/plugins/{name}",
-            put(plugins::upload)
-                .delete(plugins::delete)
-                .layer(DefaultBodyLimit::max(plugin_limit.max(BODY_LIMIT))),
-        )
-        .route("/v1/plugins/{name}/test", post(plugins::dry_run))
-        .route("/v1/payments", post(payments::create).get(payments::list))
-        .route("/v1/payments/{id}", get(payments::show))
-        .route("/v1/payments/{id}/cancel", post(payments::cancel))
+    let token_state = state.clone();
+    let (routes, document) = documented_routes(plugin_limit, probes_need_token, |protected| {
         // Inner to the token check: no body byte is read (and no `100 Continue` sent) for a
         // request that is not authenticated.
-        .route_layer(middleware::from_fn_with_state(limits, read_body))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .route("/healthz", get(health))
-        .merge(open_probes)
+        protected
+            .route_layer(middleware::from_fn_with_state(limits, read_body))
+            .route_layer(middleware::from_fn_with_state(token_state, require_token))
+    })
+    .split_for_parts();
+    let document = Bytes::from(document.to_json().expect("the OpenAPI document serializes"));
+    routes
+        .route(
+            "/openapi.json",
+            get(move || {
+                std::future::ready(([(CONTENT_TYPE, "application/json")], document.clone()))
+            }),
+        )
         .fallback(unknown_route)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// Every route but `/openapi.json`, each with its documentation. `protect` wraps the routes
+/// that need the token (every `/v1/` one; the probes with `probes_need_token`); the document
+/// says so on each of them. Built without state, so tests can read the document.
+fn documented_routes(
+    plugin_limit: usize,
+    probes_need_token: bool,
+    protect: impl FnOnce(OpenApiRouter<ApiState>) -> OpenApiRouter<ApiState>,
+) -> OpenApiRouter<ApiState> {
+    let probes = OpenApiRouter::default()
+        .routes(routes!(ready))
+        .routes(routes!(metrics));
+    let (protected_probes, open_probes) = if probes_need_token {
+        (probes, OpenApiRouter::default())
+    } else {
+        (OpenApiRouter::default(), probes)
+    };
+    let mut protected = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(protected_probes)
+        .routes(routes!(events::publish, event_reads::list))
+        .routes(routes!(event_reads::show))
+        .routes(routes!(event_reads::resend))
+        .routes(routes!(events::publish_batch))
+        .routes(routes!(deliveries::list))
+        .routes(routes!(deliveries::show))
+        .routes(routes!(deliveries::replay))
+        .routes(routes!(deliveries::retry))
+        .routes(routes!(endpoints::list, endpoints::create))
+        .routes(routes!(
+            endpoints::show,
+            endpoints::update,
+            endpoints::delete
+        ))
+        .routes(routes!(endpoints::enable))
+        .routes(routes!(endpoints::rotate_secret))
+        .routes(routes!(endpoints::send_test))
+        .routes(routes!(endpoints::recover))
+        .routes(routes!(plugins::list))
+        .routes(
+            routes!(plugins::upload, plugins::delete)
+                .layer(DefaultBodyLimit::max(plugin_limit.max(BODY_LIMIT))),
+        )
+        .routes(routes!(plugins::dry_run))
+        .routes(routes!(payments::create, payments::list))
+        .routes(routes!(payments::show))
+        .routes(routes!(payments::cancel));
+    openapi::document_protection(protected.get_openapi_mut());
+    protect(protected)
+        .routes(routes!(health))
+        .merge(open_probes)
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
@@ -185,6 +211,14 @@ async fn read_body(State(limits): State<BodyLimits>, request: Request, next: Nex
         .await
 }
 
+/// Answers while the process serves requests.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "health",
+    tag = "operations",
+    responses((status = 200, body = serde_json::Value, description = "`{\"status\": \"ok\"}`")),
+)]
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
@@ -233,6 +267,16 @@ pub(crate) fn query_error(rejection: axum::extract::rejection::QueryRejection) -
 }
 
 /// The Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses(
+        (status = 200, body = String, content_type = "text/plain; version=0.0.4; charset=utf-8",
+            description = "Counters, queue depths and chain lag"),
+    ),
+)]
 async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
     let gateway = state.gateway.clone();
     let text = tokio::task::spawn_blocking(move || gateway.metrics_text())
@@ -248,7 +292,22 @@ async fn metrics(State(state): State<ApiState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-/// 200 when the gateway can do its work, 503 with the failing check otherwise.
+/// Says whether the gateway can do its work.
+///
+/// 200 when it can, 503 with the failing check otherwise.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readiness",
+    tag = "operations",
+    responses(
+        (status = 200, body = serde_json::Value, description = "`{\"status\": \"ready\", \
+            \"store\": {\"ok\", \"pending_deliveries\"}, \"writer\": {\"ok\"}, \"chains\": [chain \
+            report]}`"),
+        (status = 503, body = serde_json::Value, description = "The same with `\"status\": \
+            \"not_ready\"` and the failing check's `ok` false (the store's with its `error`)"),
+    ),
+)]
 async fn ready(State(state): State<ApiState>) -> Response {
     let (ready, body) = state.gateway.readiness();
     let status = if ready {

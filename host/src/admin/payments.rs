@@ -11,13 +11,38 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
+use super::error::ErrorBody;
 use super::{ApiError, ApiState, idempotency};
 use crate::ids::PaymentId;
 use crate::payments::{Canceled, CreateRequest, Created, Payment, PaymentStatus, events};
 use crate::queue::idempotent::{Answer, Idempotent, Keyed};
 
-/// `POST /v1/payments`. With an `Idempotency-Key`, a retry gets the first answer again.
+/// Creates a payment to watch for.
+///
+/// The answer comes once the payment and its `payment.created` event are committed. With an
+/// `Idempotency-Key`, a retry gets the first answer again.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    operation_id = "create_payment",
+    tag = "payments",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1 to 255 \
+        visible ASCII characters; a retry with the same key and body gets the first answer again")),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, body = serde_json::Value, description = "Created (or replayed by its \
+            idempotency key, with `idempotent-replayed: true`): the payment, as `GET \
+            /v1/payments/{id}` shows it"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: a field is not valid (the \
+            message names it)"),
+        (status = 409, body = ErrorBody, description = "`address_in_use`: a live payment watches \
+            the address; or `idempotency_conflict`: the key was used with a different body"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn create(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -66,16 +91,30 @@ pub async fn create(
     }
 }
 
-/// `POST /v1/payments/{id}/cancel`: only a `pending` or `underpaid` payment; answers with
-/// the canceled payment once it and `payment.canceled` are committed. A transfer that arrives
-/// afterwards raises `payment.late`, so the merchant can refund it.
+/// Cancels a pending or underpaid payment.
+///
+/// Answers with the canceled payment once it and `payment.canceled` are committed. A transfer
+/// that arrives afterwards raises `payment.late`, so the merchant can refund it.
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/cancel",
+    operation_id = "cancel_payment",
+    tag = "payments",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses(
+        (status = 200, body = serde_json::Value, description = "The canceled payment"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no payment has this id"),
+        (status = 409, body = ErrorBody, description = "`payment_not_cancelable`: the payment is \
+            past pending or underpaid"),
+        (status = 503, body = ErrorBody, description = "`unavailable`: the writer could not \
+            commit"),
+    ),
+)]
 pub async fn cancel(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: PaymentId = id
-        .parse()
-        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
+    let id = payment_id(&id)?;
     match state.gateway.cancel_payment(id).await? {
         Canceled::Canceled(payment) => Ok(Json(view(&payment))),
         Canceled::NotFound => Err(ApiError::not_found(format!("no payment with id {id}"))),
@@ -89,13 +128,28 @@ pub async fn cancel(
     }
 }
 
+/// Shows a payment with its transfers.
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}",
+    operation_id = "get_payment",
+    tag = "payments",
+    params(("id" = String, Path, description = "The payment's id (`pay_…`)")),
+    responses(
+        (status = 200, body = serde_json::Value, description = "The payment: the fields of its \
+            events' `data` (`payment_id`, `status`, `address`, `amount`, `chain`, `token_id`, \
+            `amount_raw`, `chain_id`, `tx_hash`, `block_number`, `confirmations`, `expires_at`, \
+            `token_contract`, `metadata`) plus `amount_paid`, `created_at` and `transfers` \
+            (`[{\"tx_hash\", \"log_index\", \"block_number\", \"block_hash\", \"from\", \
+            \"amount_raw\", \"late\"}]`)"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no payment has this id"),
+    ),
+)]
 pub async fn show(
     State(state): State<ApiState>,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id: PaymentId = id
-        .parse()
-        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))?;
+    let id = payment_id(&id)?;
     let store = state.gateway.store().clone();
     let payment = tokio::task::spawn_blocking(move || store.payment(id))
         .await
@@ -104,16 +158,38 @@ pub async fn show(
     Ok(Json(view(&payment)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only payments in this state: `pending`, `underpaid`, `detected`, `confirmed`,
+    /// `expired` or `canceled`.
     status: Option<String>,
+    /// Only payments on this configured chain.
     chain: Option<String>,
+    /// Only payments watching this address (`0x` and 40 hex digits).
     address: Option<String>,
+    /// The previous page's `next_cursor`.
     cursor: Option<String>,
+    /// Payments per page: 1 to 500, default 100.
     limit: Option<usize>,
 }
 
+/// Lists payments, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/payments",
+    operation_id = "list_payments",
+    tag = "payments",
+    params(ListQuery),
+    responses(
+        (status = 200, body = serde_json::Value, description = "`{\"payments\": [payment], \
+            \"next_cursor\"}`, each payment as `GET /v1/payments/{id}` shows it; `next_cursor` is \
+            null on the last page"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: a query parameter is not \
+            valid (the message names it)"),
+    ),
+)]
 pub async fn list(
     State(state): State<ApiState>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -186,4 +262,10 @@ fn view(payment: &Payment) -> serde_json::Value {
     );
     object.insert("transfers".to_owned(), serde_json::json!(transfers));
     view
+}
+
+/// A payment id from the path; one that cannot be an id is unknown (404).
+fn payment_id(text: &str) -> Result<PaymentId, ApiError> {
+    text.parse()
+        .map_err(|err: crate::ids::InvalidId| ApiError::not_found(err.to_string()))
 }

@@ -13,8 +13,11 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::error::ErrorBody;
 use super::events::parse;
 use super::{ApiError, ApiState};
 use crate::config::is_plugin_name;
@@ -22,24 +25,52 @@ use crate::plugins::PluginError;
 use crate::plugins::registry::PluginStatus;
 use crate::time::rfc3339;
 
-pub async fn list(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    let plugins: Vec<serde_json::Value> = state
-        .gateway
-        .plugins()
-        .statuses()
-        .iter()
-        .map(view)
-        .collect();
-    Json(serde_json::json!({ "plugins": plugins }))
+/// Lists every plugin name seen: loaded, or refused with the reason.
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    operation_id = "list_plugins",
+    tag = "plugins",
+    responses((status = 200, body = PluginList, description = "The plugins, by name")),
+)]
+pub async fn list(State(state): State<ApiState>) -> Response {
+    let statuses = state.gateway.plugins().statuses();
+    Json(PluginList {
+        plugins: statuses.iter().map(view).collect(),
+    })
+    .into_response()
 }
 
-/// `PUT /v1/plugins/{name}` with the `.wasm` bytes: 201 for a new name, 200 for a new
-/// version, 422 with the reason when the component is refused (the version in force stays).
+/// Installs a plugin from its `.wasm` bytes.
+///
+/// 201 for a new name, 200 for a new version, 422 with the reason when the component is
+/// refused (the version in force stays).
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}",
+    operation_id = "upload_plugin",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name: letters, digits, `-` and \
+        `_`")),
+    request_body(content_type = "application/wasm", description = "A WebAssembly component of \
+        the `hookgate:plugin/webhook-plugin` world (`wit/plugin.wit`), at most \
+        `plugins.max_wasm_mib`"),
+    responses(
+        (status = 201, body = PluginView, description = "Installed under a new name"),
+        (status = 200, body = PluginView, description = "Installed as a new version of the name"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: the name is not valid"),
+        (status = 409, body = ErrorBody, description = "`no_plugins_dir`: set `[plugins] dir` so \
+            uploads survive a restart"),
+        (status = 413, body = ErrorBody, description = "`too_large`: over `plugins.max_wasm_mib`"),
+        (status = 422, body = ErrorBody, description = "`plugin_invalid`: the component was \
+            refused (the message says why); the version in force, if any, stays"),
+    ),
+)]
 pub async fn upload(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Response, ApiError> {
     check_name(&name)?;
     let Some(dir) = state.gateway.plugins_dir().map(FsPath::to_path_buf) else {
         return Err(no_dir());
@@ -90,7 +121,7 @@ pub async fn upload(
     } else {
         StatusCode::CREATED
     };
-    Ok((code, Json(view(&status))))
+    Ok((code, Json(view(&status))).into_response())
 }
 
 /// Writes `bytes` as `dir/NAME.wasm` in one rename, so no reader sees half a file.
@@ -109,8 +140,23 @@ fn save(dir: &FsPath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&temporary, dir.join(format!("{name}.wasm")))
 }
 
-/// `DELETE /v1/plugins/{name}`: unloads it and removes its file. Refused (409) while an
-/// endpoint's chain names it: its deliveries would park until it came back.
+/// Unloads a plugin and removes its file.
+///
+/// Refused while an endpoint's chain names it: its deliveries would park until it came back.
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{name}",
+    operation_id = "delete_plugin",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    responses(
+        (status = 204, description = "Unloaded and removed"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: the name is not valid"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no plugin has this name"),
+        (status = 409, body = ErrorBody, description = "`plugin_in_use`: an endpoint's chain names \
+            it (the message lists them)"),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -164,8 +210,10 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// An event and a configuration to run a plugin on.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PluginDryRun)]
 struct DryRun {
     /// `{"type","data"}`, or a whole Standard Webhooks body (`id`, `timestamp` too).
     event: serde_json::Value,
@@ -178,9 +226,27 @@ fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
 
-/// `POST /v1/plugins/{name}/test`: runs the version in force on an event with a config, under
-/// the production limits, and answers what a delivery would get: `keep` with the body,
-/// content type and headers, `drop`, or `failed` with the reason (a delivery would be parked).
+/// Runs a plugin on an event, as a delivery would.
+///
+/// The version in force runs under the production limits; the answer is what a delivery
+/// would get: `keep` with the body, content type and headers, `drop`, or `failed` with the
+/// reason (a delivery would be parked).
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{name}/test",
+    operation_id = "dry_run_plugin",
+    tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name")),
+    request_body = DryRun,
+    responses(
+        (status = 200, body = serde_json::Value, description = "`{\"plugin\", \"duration_us\", \
+            \"decision\"}` with, for `keep`, `content_type`, `headers` and `body` (JSON or text) \
+            or `body_base64`; for `failed`, `error`"),
+        (status = 400, body = ErrorBody, description = "`invalid_body`: the body, event or config \
+            is not valid"),
+        (status = 404, body = ErrorBody, description = "`not_found`: no plugin has this name"),
+    ),
+)]
 pub async fn dry_run(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -265,14 +331,42 @@ fn unknown(name: &str) -> ApiError {
     ApiError::not_found(format!("no plugin named `{name}` is loaded"))
 }
 
-fn view(status: &PluginStatus) -> serde_json::Value {
-    serde_json::json!({
-        "name": status.name,
-        "version": status.version,
-        "reference": status.version.as_ref().map(|version| format!("{}@{version}", status.name)),
-        "size": status.size,
-        "loaded_at": status.loaded_at.map(rfc3339),
-        "from_cache": status.from_cache,
-        "error": status.error,
-    })
+/// Every plugin name seen.
+#[derive(Serialize, ToSchema)]
+struct PluginList<'a> {
+    plugins: Vec<PluginView<'a>>,
+}
+
+/// A plugin name as the API shows it: the version in force, and the latest refusal.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Plugin)]
+struct PluginView<'a> {
+    name: &'a str,
+    /// The version in force; null when none loaded.
+    version: Option<&'a str>,
+    /// `name@version`, as deliveries and logs name it.
+    reference: Option<String>,
+    /// The component's size in bytes.
+    size: Option<usize>,
+    /// RFC 3339.
+    loaded_at: Option<String>,
+    /// Whether the compiled code came from the cache.
+    from_cache: Option<bool>,
+    /// Why the latest file was refused; cleared by the next successful load.
+    error: Option<&'a str>,
+}
+
+fn view(status: &PluginStatus) -> PluginView<'_> {
+    PluginView {
+        name: &status.name,
+        version: status.version.as_deref(),
+        reference: status
+            .version
+            .as_ref()
+            .map(|version| format!("{}@{version}", status.name)),
+        size: status.size,
+        loaded_at: status.loaded_at.map(rfc3339),
+        from_cache: status.from_cache,
+        error: status.error.as_deref(),
+    }
 }

@@ -30,8 +30,9 @@ pub use model::{Payment, PaymentStatus, TokenRef, Transfer, TransferIndex};
 pub use work::{CancelPayment, Canceled, CreatePayment, Created, NewPayment};
 
 /// A request to create a payment, as a client sends it.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = PaymentRequest)]
 pub struct CreateRequest {
     /// A configured chain's name.
     pub chain: String,
@@ -48,6 +49,7 @@ pub struct CreateRequest {
     pub address: Option<String>,
     /// Free JSON the merchant gets back in every event.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Box<RawValue>>,
 }
 
