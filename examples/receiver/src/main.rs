@@ -2,7 +2,9 @@
 //!
 //! This is the merchant's side of the contract, written without any Hookgate code:
 //!
-//! * `x-webhook-signature`: lowercase hex HMAC-SHA256 of the raw body, keyed with the secret text;
+//! * `x-webhook-signature`: lowercase hex HMAC-SHA256 of the raw body, keyed with the secret text
+//!   (during a secret rotation `x-webhook-signature-previous` carries the old secret's, so a
+//!   receiver still on the old secret matches that one);
 //! * `webhook-signature`: Standard Webhooks — `v1,<base64 HMAC-SHA256(key, "{id}.{ts}.{body}")>`
 //!   with key = base64-decode of the secret after `whsec_`; several space-separated during a
 //!   secret rotation (any one matching is enough). Stale timestamps are refused (replay defence).
@@ -64,11 +66,12 @@ async fn handle(
     let path = request.uri().path().to_owned();
     let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
     let (standard, legacy) = (header("webhook-signature"), header("x-webhook-signature"));
+    let legacy_previous = header("x-webhook-signature-previous");
     let body = match request.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, "unreadable body")),
     };
-    let verdict = verify_legacy(secret, &body, &legacy)
+    let verdict = verify_legacy(secret, &body, &[&legacy, &legacy_previous])
         .and_then(|()| verify_standard(secret, &id, &timestamp, &body, &standard));
     match verdict {
         Ok(()) => {
@@ -85,11 +88,17 @@ async fn handle(
     }
 }
 
-fn verify_legacy(secret: &str, body: &[u8], presented: &str) -> Result<(), &'static str> {
+/// Any of the presented legacy signatures (current, and previous during a rotation) matching
+/// is enough.
+fn verify_legacy(secret: &str, body: &[u8], presented: &[&str]) -> Result<(), &'static str> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|_| "bad key")?;
     mac.update(body);
     let expected = hex::encode(mac.finalize().into_bytes());
-    if bool::from(expected.as_bytes().ct_eq(presented.as_bytes())) {
+    let matches = presented
+        .iter()
+        .filter(|presented| !presented.is_empty())
+        .any(|presented| bool::from(expected.as_bytes().ct_eq(presented.as_bytes())));
+    if matches {
         Ok(())
     } else {
         Err("x-webhook-signature does not match")
