@@ -264,6 +264,17 @@ fn default_listen() -> SocketAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// Where the state lives: `redb` (one file, the default) or `postgres` (a database
+    /// several nodes share; see [`StoreBackend`]).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The PostgreSQL connection URL (`postgresql://user:password@host:port/dbname`), with
+    /// `backend = "postgres"`. Kept as a secret: it may hold a password.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    /// Connections to PostgreSQL this node keeps at most.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// The redb file; created on first start.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
@@ -291,6 +302,9 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
+            backend: StoreBackend::default(),
+            url: None,
+            pool_size: default_pool_size(),
             path: default_store_path(),
             cache_mib: default_cache_mib(),
             retention: default_retention(),
@@ -299,6 +313,22 @@ impl Default for StoreConfig {
             sweep_interval: default_sweep_interval(),
         }
     }
+}
+
+/// Which engine holds the durable state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// One redb file: nothing to run, one process.
+    #[default]
+    Redb,
+    /// A PostgreSQL database. So far `hookgate store migrate` applies its schema; the gateway
+    /// does not serve from it yet.
+    Postgres,
+}
+
+fn default_pool_size() -> usize {
+    16
 }
 
 fn default_retention() -> Duration {
@@ -708,6 +738,9 @@ impl Config {
         if let Some(path) = env("HOOKGATE_DB") {
             self.store.path = PathBuf::from(path);
         }
+        if let Some(url) = env("HOOKGATE_DATABASE_URL") {
+            self.store.url = Some(Secret::new(url));
+        }
         match (env("WEBHOOK_URL"), env("WEBHOOK_SECRET")) {
             (Some(url), Some(secret)) => {
                 let secret = Secret::new(secret);
@@ -783,6 +816,16 @@ impl Config {
                  sweep_interval must be above zero"
                     .to_owned(),
             );
+        }
+        if store.backend == StoreBackend::Postgres && store.url.is_none() {
+            return invalid(
+                "store.url is required with backend = \"postgres\" (or set \
+                 HOOKGATE_DATABASE_URL), e.g. postgresql://hookgate@127.0.0.1:5432/hookgate"
+                    .to_owned(),
+            );
+        }
+        if store.pool_size == 0 {
+            return invalid("store.pool_size must be at least 1".to_owned());
         }
         let plugins = &self.plugins;
         if plugins.time_limit.is_zero()
@@ -1106,6 +1149,30 @@ mod tests {
     fn webhook_url_without_a_secret_is_refused_with_a_reason() {
         let err = load(MINIMAL, &[("WEBHOOK_URL", "http://127.0.0.1:1/x")]).unwrap_err();
         assert!(err.to_string().contains("WEBHOOK_SECRET"), "{err}");
+    }
+
+    #[test]
+    fn the_store_is_redb_unless_postgres_is_chosen_with_a_url() {
+        let config = load(MINIMAL, &[]).unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Redb);
+        assert_eq!(config.store.pool_size, 16);
+
+        let without_url = format!("{MINIMAL}\n[store]\nbackend = \"postgres\"\n");
+        let err = load(&without_url, &[]).unwrap_err().to_string();
+        assert!(err.contains("store.url is required"), "{err}");
+
+        let url = "postgresql://hookgate:pw@127.0.0.1:5432/hookgate";
+        let config = load(&without_url, &[("HOOKGATE_DATABASE_URL", url)]).unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Postgres);
+        assert_eq!(config.store.url.as_ref().map(Secret::expose), Some(url));
+        assert!(
+            !format!("{:?}", config.store).contains("pw@"),
+            "the URL's password never prints"
+        );
+
+        let unknown = format!("{MINIMAL}\n[store]\nbackend = \"sqlite\"\n");
+        let err = load(&unknown, &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `sqlite`"), "{err}");
     }
 
     #[test]

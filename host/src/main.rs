@@ -1,6 +1,6 @@
 //! The `hookgate` command: `hookgate serve --config FILE`, `hookgate plugin check FILE`,
 //! `hookgate plugin run FILE --event EVENT.json [--config JSON]`, `hookgate plugin new NAME
-//! [--dir DIR]`, `hookgate store compact`, and `hookgate payment create|get|list` against a
+//! [--dir DIR]`, `hookgate store compact`, `hookgate store migrate`, and `hookgate payment create|get|list` against a
 //! running gateway's admin API.
 
 use std::io::Write as _;
@@ -8,9 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use hookgate::config::Config;
+use hookgate::config::{Config, StoreBackend};
 use hookgate::gateway::Gateway;
 use hookgate::plugins;
+use hookgate::store::postgres::PgStore;
 use tracing_subscriber::EnvFilter;
 
 /// The gateway allocates and frees many small buffers per request on several threads; mimalloc
@@ -108,6 +109,13 @@ enum StoreCommand {
         #[arg(long, short, env = "HOOKGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Applies the PostgreSQL schema migrations this build has and the database lacks
+    /// (`store.backend = "postgres"`). Safe to run again, and from several nodes at once.
+    Migrate {
+        /// The gateway's TOML configuration file (for `store.url`).
+        #[arg(long, short, env = "HOOKGATE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +177,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Store(StoreCommand::Migrate { config }) => migrate(config),
         Command::Plugin(PluginCommand::Check { file }) => {
             println!("{}", plugins::tool::check(&file)?);
             Ok(())
@@ -191,8 +200,38 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+fn migrate(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path)?;
+    let Some(url) = config.store.url.as_ref() else {
+        anyhow::bail!("store.url is not set: `store migrate` applies the PostgreSQL schema");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let report = runtime.block_on(async {
+        let store = PgStore::connect(url.expose(), 1)?;
+        hookgate::store::postgres::migrate::migrate(&store).await
+    })?;
+    match report.applied.as_slice() {
+        [] => println!("schema is up to date at version {}", report.version),
+        applied => println!(
+            "applied migrations {applied:?}; schema is at version {}",
+            report.version
+        ),
+    }
+    Ok(())
+}
+
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
+    if config.store.backend == StoreBackend::Postgres {
+        anyhow::bail!(
+            "store.backend = \"postgres\": this build applies the PostgreSQL schema \
+             (`hookgate store migrate`) but does not serve from it yet; run the gateway on \
+             redb (the default) for now"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,6 +10,7 @@
 
 mod api_answers;
 mod endpoints;
+pub mod postgres;
 mod records;
 
 use std::collections::{HashMap, HashSet};
@@ -97,6 +98,14 @@ pub enum StoreError {
     Redb(#[from] Box<redb::Error>),
     #[error("a stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("{message}")]
+    Config { message: String },
+    #[error("{message}")]
+    Unavailable { message: String },
+    #[error("database schema: {message}")]
+    Schema { message: String },
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
 }
 
 macro_rules! from_redb {
