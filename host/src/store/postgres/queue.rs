@@ -17,8 +17,9 @@
 //!   been vacuumed empty). A claim writes a fresh token and the lease's end into the row, so a
 //!   lease that runs out makes the row due again, and whoever claims it next gets a new token.
 //! * [`PgQueue::settle`] records attempt results. A result counts only when it carries the
-//!   row's current token: a node that lost its lease (it stalled, or was presumed dead and its
-//!   work reclaimed) has its late result refused, so each attempt is recorded once.
+//!   row's current token (the `DELETE` or `UPDATE` of the queue row matches on it, so the
+//!   fence costs no extra lock): a node that lost its lease (it stalled, or was presumed dead
+//!   and its work reclaimed) has its late result refused, so each attempt is recorded once.
 //!
 //! Due times and leases are the database's clock (`now()`), so nodes need not agree on theirs.
 //! The queue table is narrow and loses a row when its delivery settles; the history (events,
@@ -57,7 +58,7 @@ const NOTIFY_PAYLOAD_LIMIT: usize = 4_000;
 pub struct ClaimToken(Uuid);
 
 impl ClaimToken {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Uuid::new_v4())
     }
 }
@@ -147,102 +148,16 @@ impl PgQueue {
     ) -> Result<Published, StoreError> {
         let mut client = self.store.client().await?;
         let txn = client.transaction().await?;
-
-        let mut columns = EventColumns::default();
-        for event in events {
-            columns.push(event);
-        }
-        let inserted: HashSet<Uuid> = txn
-            .query(
-                "INSERT INTO events (id, type, created_at_ms, data, idempotency_key, fingerprint)
-                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[],
-                                      $5::text[], $6::text[])
-                 ON CONFLICT (idempotency_key) DO NOTHING
-                 RETURNING id",
-                &[
-                    &columns.ids,
-                    &columns.types,
-                    &columns.created,
-                    &columns.data,
-                    &columns.keys,
-                    &columns.fingerprints,
-                ],
-            )
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-
-        let mut rows = DeliveryColumns::default();
-        for event in events
-            .iter()
-            .filter(|e| inserted.contains(&uuid(e.id.as_u128())))
-        {
-            for delivery in &event.deliveries {
-                rows.push(event, delivery);
-            }
-        }
-        let held = hold.map(|_| ClaimToken::new());
-        let lease = hold.map_or(0.0, millis);
-        let claim = held.map(|token| token.0);
-        let delivery_params: [&Param; 8] = [
-            &rows.ids,
-            &rows.event_ids,
-            &rows.endpoints,
-            &rows.created,
-            &rows.content_types,
-            &rows.headers,
-            &rows.plugins,
-            &rows.needs_render,
-        ];
-        let body_params: [&Param; 2] = [&rows.body_ids, &rows.bodies];
-        let queue_params: [&Param; 4] = [&rows.ids, &rows.endpoints, &lease, &claim];
-        tokio::try_join!(
-            txn.execute(
-                "INSERT INTO deliveries (id, event_id, endpoint_id, status, created_at_ms,
-                                         content_type, headers, plugins, needs_render)
-                 SELECT d.id, d.event_id, d.endpoint_id, 'pending', d.created_at_ms,
-                        d.content_type, d.headers, d.plugins, d.needs_render
-                 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[],
-                             $6::jsonb[], $7::jsonb[], $8::bool[])
-                      AS d(id, event_id, endpoint_id, created_at_ms, content_type, headers,
-                           plugins, needs_render)",
-                &delivery_params,
-            ),
-            txn.execute(
-                "INSERT INTO bodies (delivery_id, body)
-                 SELECT * FROM unnest($1::uuid[], $2::bytea[])",
-                &body_params,
-            ),
-            txn.execute(
-                "INSERT INTO queue (delivery_id, endpoint_id, due_at, claim)
-                 SELECT q.id, q.endpoint_id, now() + $3::float8 * interval '1 millisecond', $4
-                 FROM unnest($1::uuid[], $2::text[]) AS q(id, endpoint_id)",
-                &queue_params,
-            ),
-        )?;
-        let replayed = replayed_summaries(&txn, events, &inserted).await?;
+        let held = hold.map(|lease| (ClaimToken::new(), lease));
+        let inserted = insert_events(&txn, events, held).await?;
         txn.commit().await?;
-        if held.is_none() && !rows.ids.is_empty() {
-            Notifier::announce(&self.notifier, rows.endpoints).await;
+        if held.is_none() && !inserted.queued.is_empty() {
+            Notifier::announce(&self.notifier, inserted.queued).await;
         }
-
-        let outcomes = events
-            .iter()
-            .map(|event| {
-                if inserted.contains(&uuid(event.id.as_u128())) {
-                    return PublishOutcome::Created(summary_of_new(event));
-                }
-                let key = event.idempotency_key.clone().unwrap_or_default();
-                match replayed.get(&key) {
-                    Some((fingerprint, summary)) if *fingerprint == event.fingerprint => {
-                        PublishOutcome::Replayed(summary.clone())
-                    }
-                    _ => PublishOutcome::Conflict { key },
-                }
-            })
-            .collect();
-        Ok(Published { outcomes, held })
+        Ok(Published {
+            outcomes: inserted.outcomes,
+            held: held.map(|(token, _)| token),
+        })
     }
 
     /// Claims up to `limit` of `endpoint_id`'s due deliveries, oldest due first, for `lease`.
@@ -271,41 +186,55 @@ impl PgQueue {
     pub async fn settle(&self, settlements: &[Settlement]) -> Result<Settled, StoreError> {
         let mut client = self.store.client().await?;
         let txn = client.transaction().await?;
-        let ids: Vec<Uuid> = settlements
+        let now = now_millis();
+        // The fence is in the statements that leave or reschedule the queue rows: each matches
+        // its row only while it still carries the settlement's token. A claimer that took the
+        // row over has changed the token (this statement then waits for it and matches
+        // nothing), and one that comes later skips the row this transaction holds.
+        let mut fenced = QueueChanges::default();
+        for settlement in settlements {
+            fenced.push(settlement, now);
+        }
+        let finished: [&Param; 2] = [&fenced.finished_ids, &fenced.finished_tokens];
+        let retries: [&Param; 3] = [
+            &fenced.retry_ids,
+            &fenced.retry_tokens,
+            &fenced.retry_delays,
+        ];
+        let (left, rescheduled) = tokio::try_join!(
+            txn.query(
+                "DELETE FROM queue q
+                 USING unnest($1::uuid[], $2::uuid[]) AS s(id, claim)
+                 WHERE q.delivery_id = s.id AND q.claim = s.claim
+                 RETURNING q.delivery_id",
+                &finished,
+            ),
+            txn.query(
+                "UPDATE queue q
+                 SET due_at = now() + r.delay * interval '1 millisecond', claim = NULL
+                 FROM unnest($1::uuid[], $2::uuid[], $3::float8[]) AS r(id, claim, delay)
+                 WHERE q.delivery_id = r.id AND q.claim = r.claim
+                 RETURNING q.delivery_id",
+                &retries,
+            ),
+        )?;
+        let accepted: HashSet<Uuid> = left
             .iter()
-            .map(|s| uuid(s.report.delivery_id.as_u128()))
-            .collect();
-        let tokens: Vec<Uuid> = settlements.iter().map(|s| s.token.0).collect();
-        // Locks the rows still held under these tokens (a claimer skips locked rows, so the
-        // lease cannot be taken over while this transaction decides).
-        let current: HashSet<Uuid> = txn
-            .query(
-                "SELECT q.delivery_id FROM queue q
-                 JOIN unnest($1::uuid[], $2::uuid[]) AS s(id, claim)
-                   ON q.delivery_id = s.id AND q.claim = s.claim
-                 ORDER BY q.delivery_id
-                 FOR UPDATE OF q",
-                &[&ids, &tokens],
-            )
-            .await?
-            .iter()
+            .chain(&rescheduled)
             .map(|row| row.get(0))
             .collect();
 
-        let now = now_millis();
         let mut changes = SettleColumns::default();
         let mut refused = Vec::new();
         for settlement in settlements {
             let report = &settlement.report;
-            if current.contains(&uuid(report.delivery_id.as_u128())) {
-                changes.push(report, now);
+            if accepted.contains(&uuid(report.delivery_id.as_u128())) {
+                changes.push(report);
             } else {
                 refused.push(report.delivery_id);
             }
         }
         let (disabled_ids, disabled_reasons) = (changes.disabled.ids(), changes.disabled.reasons());
-        let finished: [&Param; 1] = [&changes.finished];
-        let retries: [&Param; 2] = [&changes.retry_ids, &changes.retry_delays];
         let deliveries: [&Param; 4] = [
             &changes.ids,
             &changes.statuses,
@@ -324,14 +253,6 @@ impl PgQueue {
         ];
         let disabled: [&Param; 2] = [&disabled_ids, &disabled_reasons];
         tokio::try_join!(
-            txn.execute("DELETE FROM queue WHERE delivery_id = ANY($1)", &finished),
-            txn.execute(
-                "UPDATE queue q
-                 SET due_at = now() + r.delay * interval '1 millisecond', claim = NULL
-                 FROM unnest($1::uuid[], $2::float8[]) AS r(id, delay)
-                 WHERE q.delivery_id = r.id",
-                &retries,
-            ),
             txn.execute(
                 "UPDATE deliveries d
                  SET status = r.status,
@@ -420,6 +341,117 @@ impl Notifier {
             tracing::warn!(error = %err, "new work not announced to the other nodes; they find it when they next poll");
         }
     }
+}
+
+/// What [`insert_events`] wrote.
+pub(crate) struct Inserted {
+    /// One per event, in order.
+    pub outcomes: Vec<PublishOutcome>,
+    /// The endpoint of each new queue row.
+    pub queued: Vec<String>,
+}
+
+/// Writes `events` (those whose idempotency key is new) with their deliveries, bodies and
+/// queue rows inside `txn`, as multi-row statements. With `held`, the queue rows are claimed
+/// under that token for that long; without, they are due now.
+pub(crate) async fn insert_events(
+    txn: &tokio_postgres::Transaction<'_>,
+    events: &[NewEvent],
+    held: Option<(ClaimToken, Duration)>,
+) -> Result<Inserted, StoreError> {
+    let mut columns = EventColumns::default();
+    for event in events {
+        columns.push(event);
+    }
+    let inserted: HashSet<Uuid> = txn
+        .query(
+            "INSERT INTO events (id, type, created_at_ms, data, idempotency_key, fingerprint)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int8[], $4::text[],
+                                  $5::text[], $6::text[])
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING id",
+            &[
+                &columns.ids,
+                &columns.types,
+                &columns.created,
+                &columns.data,
+                &columns.keys,
+                &columns.fingerprints,
+            ],
+        )
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    let mut rows = DeliveryColumns::default();
+    for event in events
+        .iter()
+        .filter(|e| inserted.contains(&uuid(e.id.as_u128())))
+    {
+        for delivery in &event.deliveries {
+            rows.push(event, delivery);
+        }
+    }
+    let lease = held.map_or(0.0, |(_, lease)| millis(lease));
+    let claim = held.map(|(token, _)| token.0);
+    let delivery_params: [&Param; 8] = [
+        &rows.ids,
+        &rows.event_ids,
+        &rows.endpoints,
+        &rows.created,
+        &rows.content_types,
+        &rows.headers,
+        &rows.plugins,
+        &rows.needs_render,
+    ];
+    let body_params: [&Param; 2] = [&rows.body_ids, &rows.bodies];
+    let queue_params: [&Param; 4] = [&rows.ids, &rows.endpoints, &lease, &claim];
+    tokio::try_join!(
+        txn.execute(
+            "INSERT INTO deliveries (id, event_id, endpoint_id, status, created_at_ms,
+                                     content_type, headers, plugins, needs_render)
+             SELECT d.id, d.event_id, d.endpoint_id, 'pending', d.created_at_ms,
+                    d.content_type, d.headers, d.plugins, d.needs_render
+             FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int8[], $5::text[],
+                         $6::jsonb[], $7::jsonb[], $8::bool[])
+                  AS d(id, event_id, endpoint_id, created_at_ms, content_type, headers,
+                       plugins, needs_render)",
+            &delivery_params,
+        ),
+        txn.execute(
+            "INSERT INTO bodies (delivery_id, body)
+             SELECT * FROM unnest($1::uuid[], $2::bytea[])",
+            &body_params,
+        ),
+        txn.execute(
+            "INSERT INTO queue (delivery_id, endpoint_id, due_at, claim)
+             SELECT q.id, q.endpoint_id, now() + $3::float8 * interval '1 millisecond', $4
+             FROM unnest($1::uuid[], $2::text[]) AS q(id, endpoint_id)",
+            &queue_params,
+        ),
+    )?;
+
+    let replayed = replayed_summaries(txn, events, &inserted).await?;
+    let outcomes = events
+        .iter()
+        .map(|event| {
+            if inserted.contains(&uuid(event.id.as_u128())) {
+                return PublishOutcome::Created(summary_of_new(event));
+            }
+            let key = event.idempotency_key.clone().unwrap_or_default();
+            match replayed.get(&key) {
+                Some((fingerprint, summary)) if *fingerprint == event.fingerprint => {
+                    PublishOutcome::Replayed(summary.clone())
+                }
+                _ => PublishOutcome::Conflict { key },
+            }
+        })
+        .collect();
+    Ok(Inserted {
+        outcomes,
+        queued: rows.endpoints,
+    })
 }
 
 /// Notifications of new due work, on a connection of its own.
@@ -547,7 +579,7 @@ fn unsigned<T: TryFrom<i64> + Default>(value: impl Into<i64>) -> T {
 /// The summaries of events whose idempotency key was taken before this batch (or earlier in
 /// it), with their fingerprints, by key.
 async fn replayed_summaries(
-    txn: &deadpool_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Transaction<'_>,
     events: &[NewEvent],
     inserted: &HashSet<Uuid>,
 ) -> Result<HashMap<String, (String, EventSummary)>, StoreError> {
@@ -693,13 +725,36 @@ impl DeliveryColumns {
     }
 }
 
-/// What a batch of accepted settlements changes, column by column.
+/// The queue rows a batch of settlements leaves or reschedules, each with the token it
+/// must still carry.
+#[derive(Default)]
+struct QueueChanges {
+    /// Delivered or dead-lettered: the row leaves the queue.
+    finished_ids: Vec<Uuid>,
+    finished_tokens: Vec<Uuid>,
+    retry_ids: Vec<Uuid>,
+    retry_tokens: Vec<Uuid>,
+    retry_delays: Vec<f64>,
+}
+
+impl QueueChanges {
+    fn push(&mut self, settlement: &Settlement, now: UnixMillis) {
+        let id = uuid(settlement.report.delivery_id.as_u128());
+        let token = settlement.token.0;
+        if let Decision::Retry { at } = settlement.report.decision {
+            self.retry_ids.push(id);
+            self.retry_tokens.push(token);
+            self.retry_delays.push(at.saturating_sub(now) as f64);
+        } else {
+            self.finished_ids.push(id);
+            self.finished_tokens.push(token);
+        }
+    }
+}
+
+/// What a batch of accepted settlements records, column by column.
 #[derive(Default)]
 struct SettleColumns {
-    /// Rows leaving the queue: delivered or dead-lettered.
-    finished: Vec<Uuid>,
-    retry_ids: Vec<Uuid>,
-    retry_delays: Vec<f64>,
     ids: Vec<Uuid>,
     statuses: Vec<&'static str>,
     attempt_counts: Vec<i32>,
@@ -709,25 +764,14 @@ struct SettleColumns {
 }
 
 impl SettleColumns {
-    fn push(&mut self, report: &AttemptReport, now: UnixMillis) {
+    fn push(&mut self, report: &AttemptReport) {
         let id = uuid(report.delivery_id.as_u128());
         let attempt_error = report.attempt.as_ref().and_then(|a| a.error.clone());
         let (status, error) = match &report.decision {
-            Decision::Delivered => {
-                self.finished.push(id);
-                ("delivered", None)
-            }
-            Decision::Retry { at } => {
-                self.retry_ids.push(id);
-                self.retry_delays.push(at.saturating_sub(now) as f64);
-                ("pending", attempt_error)
-            }
-            Decision::DeadLetter { reason } => {
-                self.finished.push(id);
-                ("dead_lettered", Some(reason.clone()))
-            }
+            Decision::Delivered => ("delivered", None),
+            Decision::Retry { .. } => ("pending", attempt_error),
+            Decision::DeadLetter { reason } => ("dead_lettered", Some(reason.clone())),
             Decision::DisableEndpoint { reason } => {
-                self.finished.push(id);
                 self.disabled.set(&report.endpoint_id, reason);
                 ("dead_lettered", Some(reason.clone()))
             }
