@@ -689,15 +689,17 @@ async fn store_migrate_applies_the_schema_once_and_serve_says_postgres_is_not_se
     let first = hookgate(&["store", "migrate"], &config);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert!(first.status.success(), "{first:?}");
+    let versions: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    let latest = versions.last().copied().unwrap_or(0);
     assert_eq!(
         stdout.trim(),
-        "applied migrations [1]; schema is at version 1"
+        format!("applied migrations {versions:?}; schema is at version {latest}")
     );
     let again = hookgate(&["store", "migrate"], &config);
     assert!(again.status.success(), "{again:?}");
     assert_eq!(
         String::from_utf8_lossy(&again.stdout).trim(),
-        "schema is up to date at version 1"
+        format!("schema is up to date at version {latest}")
     );
 
     let serve = hookgate(&["serve"], &config);
@@ -774,5 +776,182 @@ async fn one_node_scans_a_chain_and_another_takes_over_when_its_session_dies() {
     assert!(
         !first.is_held().await,
         "the old holder knows it lost the lease"
+    );
+}
+
+/// The same units of work as on redb, on PostgreSQL: a config with one chain, an `xpub`
+/// (anvil's, see `support/chain.rs`) and one endpoint for payment events.
+fn payments_config() -> hookgate::config::Config {
+    let text = "[server]\nadmin_token = \"test-admin-token-0123456789\"\n\
+        [egress]\nallowed_networks = [\"127.0.0.1\"]\n\
+        [payments]\nxpub = \"xpub6DyUKdwoLWmUJ4Tn9Bbsdtx7B5Ws18mEN19e5HT52ikE53FiUheSQXrZUNPovqfyKmw4579A1Mm3GXXKM39N64uooBfJ4tNAzFsEbodRTx4\"\n\
+        [[chains]]\nname = \"anvil\"\nchain_id = 31337\nrpc_url = \"http://127.0.0.1:9\"\nconfirmations = 3\n\
+        [[endpoints]]\nid = \"orders\"\nurl = \"http://127.0.0.1:9/hooks\"\nsecret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"\n\
+        event_types = [\"payment.created\"]\n";
+    hookgate::config::Config::from_toml(text, std::path::Path::new("test.toml"), |_| None)
+        .expect("a valid config")
+}
+
+fn subscriptions(config: &hookgate::config::Config) -> hookgate::delivery::Subscriptions {
+    use hookgate::delivery::{Endpoint, Subscriber};
+    let subscribers = config
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            let record = hookgate::store::StoredEndpoint {
+                config: endpoint.clone(),
+                from_config: true,
+                created_at: 0,
+                updated_at: 0,
+            };
+            let runtime = Endpoint::from_config(endpoint, &config.delivery).unwrap();
+            std::sync::Arc::new(Subscriber::new(
+                std::sync::Arc::new(runtime),
+                std::sync::Arc::new(record),
+                None,
+            ))
+        })
+        .collect();
+    hookgate::delivery::Subscriptions::new(subscribers)
+}
+
+/// Emits an event, then fails: the store error must undo the event with everything else.
+struct FailsAfterEmitting;
+
+impl hookgate::queue::UnitOfWork for FailsAfterEmitting {
+    type Output = ();
+
+    fn apply(
+        &mut self,
+        txn: &mut dyn hookgate::queue::Txn,
+    ) -> Result<(), hookgate::store::StoreError> {
+        txn.take_address_index()?;
+        txn.emit(hookgate::queue::Emit {
+            event_type: "payment.created".to_owned(),
+            data: RawValue::from_string("{}".to_owned()).unwrap(),
+            idempotency_key: "never-committed".to_owned(),
+        })?;
+        Err(hookgate::store::StoreError::Unavailable {
+            message: "the unit failed".to_owned(),
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_its_event_and_its_deliveries_commit_together_through_the_redb_units_of_work() {
+    use hookgate::payments::{CreateRequest, Created, Payments};
+    use hookgate::store::postgres::txn::PgUnits;
+    let (store, queue, url) = fresh_queue().await;
+    let config = payments_config();
+    let subscriptions = subscriptions(&config);
+    let mut create = Payments::new(&config)
+        .unwrap()
+        .validate(
+            CreateRequest {
+                chain: "anvil".to_owned(),
+                token: None,
+                amount: "1.5".to_owned(),
+                expires_at: None,
+                address: None,
+                metadata: Some(
+                    RawValue::from_string(r#"{"order": "A-17", "n": 1.50}"#.to_owned()).unwrap(),
+                ),
+            },
+            now_millis(),
+        )
+        .unwrap();
+    let pg = store.clone();
+    let (created, committed, failed) = tokio::task::spawn_blocking(move || {
+        let mut units = PgUnits::connect(&pg, LEASE).unwrap();
+        let (created, committed) = units.run(&subscriptions, &mut create).unwrap();
+        let failed = units
+            .run(&subscriptions, &mut FailsAfterEmitting)
+            .map(|_| ());
+        (created, committed, failed)
+    })
+    .await
+    .unwrap();
+
+    let Created::Payment(payment) = created else {
+        panic!("created: {created:?}")
+    };
+    assert_eq!(
+        format!("{:#x}", payment.address),
+        "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+        "anvil's account 0, the xpub's child 0"
+    );
+    assert_eq!(
+        committed.deliver_now.len(),
+        1,
+        "one delivery, for this node's lane"
+    );
+    let delivery = &committed.deliver_now[0];
+    assert_eq!(delivery.endpoint_id, "orders");
+    let body: Value = serde_json::from_slice(&delivery.body).unwrap();
+    assert_eq!(body["type"], "payment.created");
+    assert_eq!(body["data"]["payment_id"], payment.id.to_string());
+    assert!(
+        std::str::from_utf8(&delivery.body)
+            .unwrap()
+            .contains(r#""metadata":{"order": "A-17", "n": 1.50}"#),
+        "metadata byte for byte: {}",
+        String::from_utf8_lossy(&delivery.body)
+    );
+    assert!(
+        failed.unwrap_err().to_string().contains("the unit failed"),
+        "the failing unit's error reaches its caller"
+    );
+
+    let client = postgres::connect(&url).await;
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM payments WHERE open").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM addresses WHERE ended_at_ms IS NULL"
+        )
+        .await,
+        1
+    );
+    let types: Vec<String> = client
+        .query("SELECT type FROM events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        types,
+        ["payment.created"],
+        "the failed unit's event was rolled back"
+    );
+    let next_index: i64 = client
+        .query_one(
+            "SELECT value FROM counters WHERE name = 'address_index'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(next_index, 1, "the failed unit's index was rolled back");
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM queue WHERE claim IS NOT NULL AND due_at > now()"
+        )
+        .await,
+        1,
+        "the delivery is queued under this node's lease"
+    );
+    assert!(
+        queue
+            .claim("orders", 10, LEASE)
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty(),
+        "the committing node holds the new delivery"
     );
 }

@@ -21,11 +21,18 @@ pub struct Migration {
 }
 
 /// Every migration of this build, oldest first. Append; never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "queue",
-    sql: include_str!("../../../migrations/postgres/0001_queue.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "queue",
+        sql: include_str!("../../../migrations/postgres/0001_queue.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "domain",
+        sql: include_str!("../../../migrations/postgres/0002_domain.sql"),
+    },
+];
 
 /// The advisory lock key migrations hold (any constant the gateway uses for nothing else).
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_6d69_6772; // "hookmigr"

@@ -20,6 +20,7 @@
 pub mod leader;
 pub mod migrate;
 pub mod queue;
+pub mod txn;
 
 use std::time::Duration;
 
