@@ -57,6 +57,34 @@ pub struct NewEvent {
     pub deliveries: Vec<NewDelivery>,
 }
 
+impl NewEvent {
+    /// The event's deliveries as its record lists them.
+    pub fn delivery_refs(&self) -> Vec<DeliveryRef> {
+        self.deliveries
+            .iter()
+            .map(|delivery| DeliveryRef {
+                id: delivery.id,
+                endpoint_id: delivery.endpoint_id.clone(),
+                parked: None,
+            })
+            .collect()
+    }
+
+    /// The record the store keeps of the event.
+    pub fn record(&self) -> EventRecord {
+        EventRecord {
+            id: self.id,
+            event_type: self.event_type.clone(),
+            created_at: self.created_at,
+            data: self.data.clone(),
+            idempotency_key: self.idempotency_key.clone(),
+            fingerprint: self.fingerprint.clone(),
+            deliveries: self.delivery_refs(),
+            dropped: Vec::new(),
+        }
+    }
+}
+
 /// One delivery of a new event: the endpoint and what it will receive.
 #[derive(Debug, Clone)]
 pub struct NewDelivery {

@@ -299,24 +299,7 @@ pub(super) fn publish(
             .idempotency
             .insert(key.as_str(), event.id.as_u128())?;
     }
-    let record = EventRecord {
-        id: event.id,
-        event_type: event.event_type.clone(),
-        created_at: event.created_at,
-        data: event.data.clone(),
-        idempotency_key: event.idempotency_key.clone(),
-        fingerprint: event.fingerprint.clone(),
-        deliveries: event
-            .deliveries
-            .iter()
-            .map(|delivery| DeliveryRef {
-                id: delivery.id,
-                endpoint_id: delivery.endpoint_id.clone(),
-                parked: None,
-            })
-            .collect(),
-        dropped: Vec::new(),
-    };
+    let record = event.record();
     let raw = serde_json::to_vec(&record)?;
     tables.events.insert(event.id.as_u128(), raw.as_slice())?;
     let record = Arc::new(record);

@@ -632,15 +632,7 @@ fn summary_of_new(event: &NewEvent) -> EventSummary {
         id: event.id,
         event_type: event.event_type.clone(),
         created_at: event.created_at,
-        deliveries: event
-            .deliveries
-            .iter()
-            .map(|delivery| DeliveryRef {
-                id: delivery.id,
-                endpoint_id: delivery.endpoint_id.clone(),
-                parked: None,
-            })
-            .collect(),
+        deliveries: event.delivery_refs(),
         dropped: Vec::new(),
     }
 }

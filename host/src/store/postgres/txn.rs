@@ -31,8 +31,7 @@ use crate::queue::{
     UnitOfWork,
 };
 use crate::store::{
-    ChainCursor, DeliveryRecord, DeliveryRef, EventRecord, StoreError, StoredAnswer,
-    StoredEndpoint, corrupt,
+    ChainCursor, DeliveryRecord, StoreError, StoredAnswer, StoredEndpoint, corrupt,
 };
 use crate::time::{UnixMillis, now_millis};
 
@@ -173,24 +172,7 @@ impl PgTxn<'_, '_> {
     }
 
     fn hand_on(&mut self, event: &NewEvent) {
-        let record = Arc::new(EventRecord {
-            id: event.id,
-            event_type: event.event_type.clone(),
-            created_at: event.created_at,
-            data: event.data.clone(),
-            idempotency_key: event.idempotency_key.clone(),
-            fingerprint: event.fingerprint.clone(),
-            deliveries: event
-                .deliveries
-                .iter()
-                .map(|delivery| DeliveryRef {
-                    id: delivery.id,
-                    endpoint_id: delivery.endpoint_id.clone(),
-                    parked: None,
-                })
-                .collect(),
-            dropped: Vec::new(),
-        });
+        let record = Arc::new(event.record());
         for delivery in &event.deliveries {
             let mut pending = DeliveryRecord::pending(
                 delivery.id,
