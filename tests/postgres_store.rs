@@ -100,6 +100,16 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// Whether a claim on `endpoint` now finds nothing due.
+async fn nothing_claimable(queue: &PgQueue, endpoint: &str) -> bool {
+    queue
+        .claim(endpoint, 50, LEASE)
+        .await
+        .unwrap()
+        .deliveries
+        .is_empty()
+}
+
 /// Claims `orders` deliveries until one is found or `within` passes.
 async fn claim_within(
     queue: &PgQueue,
@@ -295,12 +305,7 @@ async fn concurrent_claimers_take_every_due_delivery_exactly_once() {
     }
     assert_eq!(seen, published, "every delivery claimed");
     assert!(
-        queue
-            .claim("other", 50, LEASE)
-            .await
-            .unwrap()
-            .deliveries
-            .is_empty(),
+        nothing_claimable(&queue, "other").await,
         "another endpoint's claim takes none of these"
     );
 }
@@ -317,12 +322,7 @@ async fn a_held_delivery_waits_for_its_lease_and_a_late_result_from_the_old_hold
         .held
         .expect("held by the publisher");
     assert!(
-        queue
-            .claim("orders", 10, LEASE)
-            .await
-            .unwrap()
-            .deliveries
-            .is_empty(),
+        nothing_claimable(&queue, "orders").await,
         "nobody else takes a held delivery"
     );
 
@@ -946,12 +946,7 @@ async fn a_payment_its_event_and_its_deliveries_commit_together_through_the_redb
         "the delivery is queued under this node's lease"
     );
     assert!(
-        queue
-            .claim("orders", 10, LEASE)
-            .await
-            .unwrap()
-            .deliveries
-            .is_empty(),
+        nothing_claimable(&queue, "orders").await,
         "the committing node holds the new delivery"
     );
 }

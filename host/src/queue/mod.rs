@@ -32,7 +32,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{DeliveryId, EventId};
 use crate::plugins::{ChainOutcome, Rendered};
-use crate::store::{AttemptRecord, DeliveryRef, DroppedRef, EventRecord, StoreError};
+use crate::store::{
+    AttemptRecord, DeliveryRecord, DeliveryRef, DroppedRef, EventRecord, StoreError,
+};
 use crate::time::UnixMillis;
 
 /// The queue could not take the command; the message says why.
@@ -68,6 +70,26 @@ impl NewEvent {
                 parked: None,
             })
             .collect()
+    }
+
+    /// The pending record of `delivery`, one of this event's: with how to send its payload
+    /// when that is decided, or waiting for its endpoint's plugin chain.
+    pub fn pending_record(&self, delivery: &NewDelivery) -> DeliveryRecord {
+        let mut record = DeliveryRecord::pending(
+            delivery.id,
+            self.id,
+            delivery.endpoint_id.clone(),
+            self.created_at,
+        );
+        match &delivery.content {
+            DeliveryContent::Ready(payload) => {
+                record.content_type = Some(payload.content_type.clone());
+                record.headers = payload.headers.clone();
+                record.plugins = payload.plugins.clone();
+            }
+            DeliveryContent::Render => record.needs_render = true,
+        }
+        record
     }
 
     /// The record the store keeps of the event.

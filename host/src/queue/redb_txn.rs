@@ -304,12 +304,7 @@ pub(super) fn publish(
     tables.events.insert(event.id.as_u128(), raw.as_slice())?;
     let record = Arc::new(record);
     for delivery in &event.deliveries {
-        let mut pending = DeliveryRecord::pending(
-            delivery.id,
-            event.id,
-            delivery.endpoint_id.clone(),
-            event.created_at,
-        );
+        let mut pending = event.pending_record(delivery);
         tables.schedule(&mut pending, event.created_at)?;
         match &delivery.content {
             DeliveryContent::Ready(payload) => {
@@ -319,7 +314,6 @@ pub(super) fn publish(
                     .push(ready(&pending, payload.body.clone()));
             }
             DeliveryContent::Render => {
-                pending.needs_render = true;
                 after.render.push(RenderJob {
                     delivery_id: delivery.id,
                     endpoint_id: delivery.endpoint_id.clone(),

@@ -30,9 +30,7 @@ use crate::queue::{
     DeliveryContent, Emit, NewDelivery, NewEvent, PublishOutcome, ReadyDelivery, RenderJob, Txn,
     UnitOfWork,
 };
-use crate::store::{
-    ChainCursor, DeliveryRecord, StoreError, StoredAnswer, StoredEndpoint, corrupt,
-};
+use crate::store::{ChainCursor, StoreError, StoredAnswer, StoredEndpoint, corrupt};
 use crate::time::{UnixMillis, now_millis};
 
 /// The counter holding the next watch-only derivation index (as in the redb file).
@@ -174,17 +172,9 @@ impl PgTxn<'_, '_> {
     fn hand_on(&mut self, event: &NewEvent) {
         let record = Arc::new(event.record());
         for delivery in &event.deliveries {
-            let mut pending = DeliveryRecord::pending(
-                delivery.id,
-                event.id,
-                delivery.endpoint_id.clone(),
-                event.created_at,
-            );
             match &delivery.content {
                 DeliveryContent::Ready(payload) => {
-                    pending.content_type = Some(payload.content_type.clone());
-                    pending.headers = payload.headers.clone();
-                    pending.plugins = payload.plugins.clone();
+                    let pending = event.pending_record(delivery);
                     self.after
                         .deliver_now
                         .push(ready(&pending, payload.body.clone()));
