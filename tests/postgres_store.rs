@@ -100,6 +100,15 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
 
+/// The first column of every row `sql` returns.
+async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<T> {
+    let rows = client.query(sql, &[]).await.unwrap();
+    rows.iter().map(|row| row.get(0)).collect()
+}
+
 /// Whether a claim on `endpoint` now finds nothing due.
 async fn nothing_claimable(queue: &PgQueue, endpoint: &str) -> bool {
     queue
@@ -432,13 +441,7 @@ async fn retries_fall_due_by_the_database_clock_and_dead_letters_and_410s_leave_
     assert_eq!(row.get::<_, i32>(1), 2);
     assert_eq!(row.get::<_, String>(2), "retries exhausted");
     assert!(row.get::<_, bool>(3));
-    let left: Vec<uuid::Uuid> = client
-        .query("SELECT delivery_id FROM queue", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let left: Vec<uuid::Uuid> = column(&client, "SELECT delivery_id FROM queue").await;
     assert_eq!(
         left,
         [uuid(ids[1])],
@@ -915,13 +918,7 @@ async fn a_payment_its_event_and_its_deliveries_commit_together_through_the_redb
         .await,
         1
     );
-    let types: Vec<String> = client
-        .query("SELECT type FROM events", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let types: Vec<String> = column(&client, "SELECT type FROM events").await;
     assert_eq!(
         types,
         ["payment.created"],
