@@ -163,8 +163,8 @@ impl Lane {
     }
 
     /// A committed delivery that is due now: queued if the lane has room, else left in the
-    /// store for the feeder.
-    fn offer(&self, delivery: ReadyDelivery) {
+    /// store for the feeder. `false` when the lane did not take it.
+    fn offer(&self, delivery: ReadyDelivery) -> bool {
         let configured = self.is_configured();
         let mut state = self.state();
         if !configured {
@@ -172,47 +172,48 @@ impl Lane {
             state.fall_behind();
             drop(state);
             self.feed.notify_one();
-            return;
+            return false;
         }
         if state.rendering.remove(&delivery.id) {
             if state.queued_bytes > 0 && state.queued_bytes + delivery.body.len() > LANE_BYTES {
                 // Over the byte bound: the rendered body is in the store; read it back later.
                 state.held.remove(&delivery.id);
                 state.fall_behind();
-                return;
+                return false;
             }
             state.push(delivery);
         } else if state.held.contains(&delivery.id) {
             // The feeder read it from the store already.
-            return;
+            return true;
         } else if state.has_room_for(delivery.body.len()) {
             state.held.insert(delivery.id);
             state.push(delivery);
         } else {
             state.fall_behind();
-            return;
+            return false;
         }
         drop(state);
         self.work.notify_one();
+        true
     }
 
     /// Whether the lane takes a committed delivery to render now (else the feeder reads it
     /// back later).
-    fn take_render(&self, id: DeliveryId) -> bool {
+    fn take_render(&self, id: DeliveryId) -> Render {
         if !self.is_configured() {
-            return false;
+            return Render::NotTaken;
         }
         let mut state = self.state();
         if state.held.contains(&id) {
-            return false;
+            return Render::HeldAlready;
         }
         if !state.has_room_for(0) || state.rendering.len() >= RENDER_LIMIT {
             state.fall_behind();
-            return false;
+            return Render::NotTaken;
         }
         state.held.insert(id);
         state.rendering.insert(id);
-        true
+        Render::Now
     }
 
     /// The writer committed what became of `id`; it is due again at `next_at` if pending.
@@ -401,12 +402,24 @@ impl Dispatcher {
     }
 }
 
+/// What a lane made of a committed delivery that needs its plugin chain run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// The lane renders it now.
+    Now,
+    /// The feeder read it from the store already; the lane holds it.
+    HeldAlready,
+    /// Full or behind: it stays in the store for whoever reads next.
+    NotTaken,
+}
+
 impl Sink for Dispatcher {
-    fn deliver_now(&self, delivery: ReadyDelivery) {
+    fn deliver_now(&self, delivery: ReadyDelivery) -> bool {
         // Every committed delivery has a lane: a lane exists for each endpoint, and one for
         // each removed endpoint with deliveries in the store at start-up.
-        if let Some(lane) = self.lane(&delivery.endpoint_id) {
-            lane.offer(delivery);
+        match self.lane(&delivery.endpoint_id) {
+            Some(lane) => lane.offer(delivery),
+            None => false,
         }
     }
 
@@ -435,23 +448,28 @@ impl Sink for Dispatcher {
         }
     }
 
-    fn render(&self, jobs: Vec<RenderJob>) {
+    fn render(&self, jobs: Vec<RenderJob>) -> Vec<DeliveryId> {
         let mut by_lane: HashMap<String, (Arc<Lane>, Vec<RenderJob>)> = HashMap::new();
+        let mut not_taken = Vec::new();
         for job in jobs {
             let Some(lane) = self.lane(&job.endpoint_id) else {
+                not_taken.push(job.delivery_id);
                 continue;
             };
-            if lane.take_render(job.delivery_id) {
-                by_lane
+            match lane.take_render(job.delivery_id) {
+                Render::Now => by_lane
                     .entry(job.endpoint_id.clone())
                     .or_insert_with(|| (lane, Vec::new()))
                     .1
-                    .push(job);
+                    .push(job),
+                Render::HeldAlready => {}
+                Render::NotTaken => not_taken.push(job.delivery_id),
             }
         }
         for (lane, jobs) in by_lane.into_values() {
             self.engine.render(&lane, jobs);
         }
+        not_taken
     }
 }
 

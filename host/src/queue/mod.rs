@@ -310,8 +310,9 @@ pub(crate) enum Command {
 
 /// Where committed work goes next; implemented by the delivery engine.
 pub trait Sink: Send + Sync + 'static {
-    /// A delivery that is due now (freshly published or replayed).
-    fn deliver_now(&self, delivery: ReadyDelivery);
+    /// A delivery that is due now (freshly published or replayed); `false` when its lane
+    /// did not take it (full or behind), so it stays in the store for whoever reads next.
+    fn deliver_now(&self, delivery: ReadyDelivery) -> bool;
     /// An attempt or render of a delivery was committed (or failed to commit): its lane no
     /// longer holds it, and it is due again at `next_at` if it is still pending.
     fn settled(&self, endpoint_id: &str, id: DeliveryId, next_at: Option<UnixMillis>);
@@ -319,8 +320,9 @@ pub trait Sink: Send + Sync + 'static {
     fn wake(&self, endpoint_id: &str, at: UnixMillis);
     /// An endpoint was disabled (410) or enabled again.
     fn endpoint_changed(&self, endpoint_id: &str, disabled_reason: Option<String>);
-    /// Committed deliveries whose plugin chain must run before they can be sent.
-    fn render(&self, jobs: Vec<RenderJob>);
+    /// Committed deliveries whose plugin chain must run before they can be sent; returns the
+    /// ones no lane took.
+    fn render(&self, jobs: Vec<RenderJob>) -> Vec<DeliveryId>;
 }
 
 /// The sending side of the writer's channel; cheap to clone.

@@ -14,6 +14,7 @@ use alloy::primitives::Address;
 use bytes::Bytes;
 use redb::ReadableTable as _;
 
+use super::writer::AfterCommit;
 use super::{
     DeliveryContent, EventSummary, NewEvent, PublishOutcome, ReadyDelivery, RenderJob, Txn,
 };
@@ -27,18 +28,6 @@ use crate::store::{
     StoreError, StoredAnswer, StoredEndpoint, Tables, address_key, body_of, corrupt, read_record,
 };
 use crate::time::UnixMillis;
-
-/// Work that becomes visible only once the transaction is durable.
-#[derive(Default)]
-pub(super) struct AfterCommit {
-    pub deliver_now: Vec<ReadyDelivery>,
-    pub render: Vec<RenderJob>,
-    /// (endpoint, delivery, next due time): an attempt or a render whose outcome is committed.
-    pub settled: Vec<(String, DeliveryId, Option<UnixMillis>)>,
-    /// (endpoint, due at): a delivery in the store became due earlier than its lane knows.
-    pub wakes: Vec<(String, UnixMillis)>,
-    pub endpoint_changes: Vec<(String, Option<String>)>,
-}
 
 /// One write transaction as units of work see it.
 pub(super) struct RedbTxn<'a, 'txn> {

@@ -5,16 +5,20 @@
 //! else is already queued (at most [`MAX_BATCH`]), applies all of them in one transaction and
 //! commits. Answers and dispatch happen strictly after the commit returns; if the commit fails,
 //! every caller in the batch gets the error and nothing is dispatched.
+//!
+//! The loop does not know the store: a [`Backend`] applies a batch. The redb file is the one
+//! implemented here (one write transaction, one fsync); the PostgreSQL backend is to apply a
+//! batch as one SQL transaction through the same trait (issue 6, not wired yet).
 
 use std::sync::Arc;
 
 use redb::ReadableTable as _;
 use tokio::sync::mpsc;
 
-use super::redb_txn::{AfterCommit, RedbTxn, dead_letter, set_payload, stored_body};
+use super::redb_txn::{RedbTxn, dead_letter, set_payload, stored_body};
 use super::{
-    AttemptReport, Command, Decision, QueueError, QueueHandle, RenderResult, ReplayOutcome,
-    RetryNowOutcome, Sink,
+    AttemptReport, Command, Decision, QueueError, QueueHandle, ReadyDelivery, RenderJob,
+    RenderResult, ReplayOutcome, RetryNowOutcome, Sink,
 };
 use crate::delivery::Subscriptions;
 use crate::ids::DeliveryId;
@@ -30,35 +34,20 @@ pub const MAX_BATCH: usize = 4096;
 /// Commands that may wait in the channel before callers feel back-pressure.
 pub const CHANNEL_CAPACITY: usize = 65_536;
 
-/// Starts the writer thread and returns the handle that feeds it. Domain events fan out to
-/// `subscriptions`; committed work goes to `sink`.
-pub fn spawn(
-    store: Store,
-    subscriptions: Arc<Subscriptions>,
-    sink: Arc<dyn Sink>,
-) -> std::io::Result<QueueHandle> {
-    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-    std::thread::Builder::new()
-        .name("hookgate-writer".to_owned())
-        .spawn(move || {
-            Writer {
-                store,
-                subscriptions,
-                sink,
-            }
-            .run(rx)
-        })?;
-    Ok(QueueHandle { tx })
-}
-
-struct Writer {
-    store: Store,
-    subscriptions: Arc<Subscriptions>,
-    sink: Arc<dyn Sink>,
+/// Work that becomes visible only once the transaction is durable.
+#[derive(Default)]
+pub(crate) struct AfterCommit {
+    pub deliver_now: Vec<ReadyDelivery>,
+    pub render: Vec<RenderJob>,
+    /// (endpoint, delivery, next due time): an attempt or a render whose outcome is committed.
+    pub settled: Vec<(String, DeliveryId, Option<UnixMillis>)>,
+    /// (endpoint, due at): a delivery in the store became due earlier than its lane knows.
+    pub wakes: Vec<(String, UnixMillis)>,
+    pub endpoint_changes: Vec<(String, Option<String>)>,
 }
 
 /// What one command produced inside the transaction, to act on after the commit.
-enum Applied {
+pub(crate) enum Applied {
     /// A unit of work holds its own output until it is answered.
     Worked,
     Recorded,
@@ -68,8 +57,56 @@ enum Applied {
     RetriedNow(RetryNowOutcome),
 }
 
-impl Writer {
-    fn run(self, mut rx: mpsc::Receiver<Command>) {
+/// Where a writer's batches are committed: the redb file, or a PostgreSQL database.
+pub(crate) trait Backend: Send + 'static {
+    /// Applies every command of `batch` in one transaction and commits it; on an error nothing
+    /// of the batch is applied.
+    fn apply_all(
+        &mut self,
+        batch: &mut [Command],
+        after: &mut AfterCommit,
+    ) -> Result<Vec<Applied>, StoreError>;
+
+    /// Committed deliveries the lanes did not take (full, or behind): the backend makes them
+    /// available to whoever reads or claims due work next.
+    fn not_taken(&mut self, _ids: Vec<DeliveryId>) {}
+}
+
+/// Starts the redb writer thread and returns the handle that feeds it. Domain events fan out
+/// to `subscriptions`; committed work goes to `sink`.
+pub fn spawn(
+    store: Store,
+    subscriptions: Arc<Subscriptions>,
+    sink: Arc<dyn Sink>,
+) -> std::io::Result<QueueHandle> {
+    spawn_backend(
+        RedbBackend {
+            store,
+            subscriptions,
+        },
+        sink,
+    )
+}
+
+/// Starts a writer thread committing through `backend`.
+pub(crate) fn spawn_backend<B: Backend>(
+    backend: B,
+    sink: Arc<dyn Sink>,
+) -> std::io::Result<QueueHandle> {
+    let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    std::thread::Builder::new()
+        .name("hookgate-writer".to_owned())
+        .spawn(move || Writer { backend, sink }.run(rx))?;
+    Ok(QueueHandle { tx })
+}
+
+struct Writer<B> {
+    backend: B,
+    sink: Arc<dyn Sink>,
+}
+
+impl<B: Backend> Writer<B> {
+    fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
@@ -84,10 +121,10 @@ impl Writer {
         tracing::info!("queue writer stopped: every sender is gone");
     }
 
-    fn commit_batch(&self, batch: &mut Vec<Command>) {
+    fn commit_batch(&mut self, batch: &mut Vec<Command>) {
         let mut after = AfterCommit::default();
         let started = std::time::Instant::now();
-        let applied = self.apply_all(batch, &mut after);
+        let applied = self.backend.apply_all(batch, &mut after);
         crate::metrics::METRICS
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -108,14 +145,21 @@ impl Writer {
             for (endpoint_id, id, next_at) in after.settled {
                 self.sink.settled(&endpoint_id, id, next_at);
             }
+            let mut not_taken = Vec::new();
             for delivery in after.deliver_now {
-                self.sink.deliver_now(delivery);
+                let id = delivery.id;
+                if !self.sink.deliver_now(delivery) {
+                    not_taken.push(id);
+                }
             }
             for (endpoint_id, at) in after.wakes {
                 self.sink.wake(&endpoint_id, at);
             }
             if !after.render.is_empty() {
-                self.sink.render(after.render);
+                not_taken.extend(self.sink.render(after.render));
+            }
+            if !not_taken.is_empty() {
+                self.backend.not_taken(not_taken);
             }
         } else {
             // Nothing was recorded: the lanes read these deliveries again shortly.
@@ -145,9 +189,17 @@ impl Writer {
             answer(command, result);
         }
     }
+}
 
+/// The redb file as a writer's backend: one write transaction per batch, one fsync.
+struct RedbBackend {
+    store: Store,
+    subscriptions: Arc<Subscriptions>,
+}
+
+impl Backend for RedbBackend {
     fn apply_all(
-        &self,
+        &mut self,
         batch: &mut [Command],
         after: &mut AfterCommit,
     ) -> Result<Vec<Applied>, StoreError> {
