@@ -11,6 +11,7 @@
 mod api_answers;
 mod endpoints;
 pub mod postgres;
+mod reads;
 mod records;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,7 @@ pub use api_answers::StoredAnswer;
 pub(crate) use api_answers::{API_ANSWERS, API_ANSWERS_BY_TIME};
 pub(crate) use endpoints::ENDPOINT_CONFIGS;
 pub use endpoints::StoredEndpoint;
+pub use reads::Reads;
 pub use records::{
     AttemptRecord, ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef,
     EndpointState, EventRecord,
