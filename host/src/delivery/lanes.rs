@@ -912,10 +912,14 @@ mod tests {
         let lane = lane();
         let held: Vec<DeliveryRecord> = (0..LANE_LIMIT).map(|_| record()).collect();
         for record in &held {
-            lane.offer(job(record, 2));
+            assert!(lane.offer(job(record, 2)));
         }
         let late = record();
-        lane.offer(job(&late, 2));
+        assert!(
+            !lane.offer(job(&late, 2)),
+            "a full lane says it left the delivery, so a shared store can release it"
+        );
+        assert_eq!(lane.take_render(late.id), Render::NotTaken);
         {
             let state = lane.state();
             assert_eq!(state.queue.len(), LANE_LIMIT);
@@ -944,7 +948,7 @@ mod tests {
             lane.offer(job(&record(), big));
         }
         let over = record();
-        lane.offer(job(&over, big));
+        assert!(!lane.offer(job(&over, big)));
         let state = lane.state();
         assert_eq!(state.queued_bytes, LANE_BYTES);
         assert!(state.behind && !state.held.contains(&over.id));
@@ -953,6 +957,20 @@ mod tests {
             lane.plan_read(now_millis()).is_err(),
             "no read while the bytes are full"
         );
+    }
+
+    #[test]
+    fn a_delivery_the_lane_holds_already_counts_as_taken() {
+        let lane = lane();
+        let x = record();
+        assert!(lane.offer(job(&x, 2)));
+        assert!(lane.offer(job(&x, 2)), "held once, and taken");
+        assert_eq!(lane.state().queue.len(), 1);
+        assert_eq!(lane.take_render(x.id), Render::HeldAlready);
+        let y = record();
+        assert_eq!(lane.take_render(y.id), Render::Now);
+        assert!(lane.offer(job(&y, 2)), "the rendered body joins the queue");
+        assert_eq!(lane.state().queue.len(), 2);
     }
 
     #[test]
