@@ -6,7 +6,7 @@
 //! commits. Answers and dispatch happen strictly after the commit returns; if the commit fails,
 //! every caller in the batch gets the error and nothing is dispatched.
 //!
-//! The loop does not know the store: a [`Backend`] applies a batch. The redb file is the one
+//! The loop does not know the store: a `Backend` applies a batch. The redb file is the one
 //! implemented here (one write transaction, one fsync); the PostgreSQL backend is to apply a
 //! batch as one SQL transaction through the same trait (issue 6, not wired yet).
 

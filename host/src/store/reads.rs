@@ -1,8 +1,8 @@
 //! The read side of the store seam: what the admin API, the metrics page, readiness, the chain
 //! scanner and the lanes' start-up read, whichever backend holds the data.
 //!
-//! Every method blocks (redb reads are synchronous; the PostgreSQL implementation waits on its
-//! pool), so callers run them on a blocking thread (`tokio::task::spawn_blocking`), never on an
+//! Every method blocks (redb reads are synchronous; a PostgreSQL implementation would wait on
+//! its pool), so callers run them on a blocking thread (`tokio::task::spawn_blocking`), never on an
 //! async worker. Writes never come through here: they go through the writer's units of work.
 
 use std::collections::HashMap;
@@ -13,8 +13,8 @@ use crate::time::UnixMillis;
 
 use super::{AttemptRecord, ChainCursor, DeliveryRecord, EndpointState, EventRecord, StoreError};
 
-/// Reads of committed state, implemented by the redb [`super::Store`] and by
-/// [`super::postgres::PgReads`].
+/// Reads of committed state, implemented by the redb [`super::Store`]; the PostgreSQL backend
+/// is to implement it over SQL (issue 6, not written yet).
 pub trait Reads: Send + Sync + 'static {
     /// A delivery and its attempts, oldest attempt first.
     fn delivery(
