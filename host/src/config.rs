@@ -322,8 +322,8 @@ pub enum StoreBackend {
     /// One redb file: nothing to run, one process.
     #[default]
     Redb,
-    /// A PostgreSQL database. So far `hookgate store migrate` applies its schema; the gateway
-    /// does not serve from it yet.
+    /// A PostgreSQL database several gateway nodes share (`store.url`); its schema is applied
+    /// at start or by `hookgate store migrate`.
     Postgres,
 }
 

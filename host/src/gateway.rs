@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::chain::Scanner;
 use crate::chain::scanner::ChainHealth;
-use crate::config::Config;
+use crate::config::{Config, StoreBackend};
 use crate::delivery::endpoint::EndpointError;
 use crate::delivery::{Dispatcher, Endpoint, HttpSender, Subscriber, Subscriptions};
 use crate::endpoints::{Change, Checks, EditEndpoint, Edited};
@@ -17,8 +18,27 @@ use crate::plugins::cache::CacheKey;
 use crate::plugins::watcher::Watcher;
 use crate::plugins::{ChainOutcome, Limits, PluginError, PluginRegistry, PluginRuntime};
 use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome};
-use crate::store::{Store, StoreError, StoredEndpoint};
+use crate::store::postgres::claims::{self, Claims};
+use crate::store::postgres::due::PgDue;
+use crate::store::postgres::leader::ChainLease;
+use crate::store::postgres::queue::Listener;
+use crate::store::postgres::reads::PgReads;
+use crate::store::postgres::writer::PgBackend;
+use crate::store::postgres::{PgStore, migrate};
+use crate::store::{DueSource, Reads, Store, StoreError, StoredEndpoint};
 use crate::time::now_millis;
+
+/// How long a node holds a delivery it committed or claimed before another node may take it
+/// over (PostgreSQL). Renewed every third of it while the node lives, so it bounds how long a
+/// dead node's work waits, not how long a delivery may take.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
+/// How often each lane looks for due work on PostgreSQL besides the notifications.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a node that does not scan a chain tries to take over its scanner, and how often
+/// the scanning node checks that it still holds the lease.
+pub const SCANNER_LEASE_CHECK: Duration = Duration::from_secs(1);
 
 /// The gateway could not start; the message says which part and why.
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +91,7 @@ impl Replay {
 
 /// A running gateway; the admin API holds it.
 pub struct Gateway {
-    store: Store,
+    store: Arc<dyn Reads>,
     queue: QueueHandle,
     dispatcher: Arc<Dispatcher>,
     plugins: Arc<PluginRegistry>,
@@ -88,27 +108,28 @@ pub struct Gateway {
 
 impl Gateway {
     /// Opens the store, recovers pending deliveries and starts the delivery engine.
-    /// Must run inside a tokio runtime.
+    /// Must run inside a multi-threaded tokio runtime.
     pub async fn start(config: &Config) -> Result<Arc<Self>, StartError> {
         // Outbound TLS uses rustls with the ring provider; a second install is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let payments = Payments::new(config)?;
-        let store = Store::open(&config.store.path, config.store.cache_mib << 20)?;
+        let backing = Backing::open(config).await?;
+        let reads = backing.reads();
         // Loading runs plugin code (smoke tests); WASI's blocking shims must not run on an
         // async worker thread, so plugins are loaded on a blocking thread.
         let plugins_config = config.clone();
-        let cache_key = CacheKey::new(store.plugin_cache_key()?);
+        let cache_key = CacheKey::new(backing.plugin_cache_key().await?);
         let plugins =
             tokio::task::spawn_blocking(move || start_plugins(&plugins_config, cache_key))
                 .await
                 .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
-        let disabled: HashMap<String, Option<String>> = store
+        let disabled: HashMap<String, Option<String>> = reads
             .endpoint_states()?
             .into_iter()
             .map(|(id, state)| (id, state.disabled_reason))
             .collect();
         let mut subscribers = Vec::new();
-        for record in store.seed_endpoints(&config.endpoints, now_millis())? {
+        for record in backing.seed_endpoints(config).await? {
             let endpoint = Endpoint::from_config(&record.config, &config.delivery)?;
             let disabled = disabled.get(&record.config.id).cloned().flatten();
             subscribers.push(Arc::new(Subscriber::new(
@@ -118,13 +139,14 @@ impl Gateway {
             )));
         }
         let subscriptions = Arc::new(Subscriptions::new(subscribers));
-        let pending = store.pending_count()?;
+        let pending = reads.pending_count()?;
         let dispatcher = Arc::new(Dispatcher::new(
-            store.clone(),
+            backing.due_source(),
+            reads.due_endpoints()?,
             subscriptions.clone(),
             plugins.clone(),
         )?);
-        let queue = queue::writer::spawn(store.clone(), subscriptions.clone(), dispatcher.clone())?;
+        let queue = backing.spawn_writer(subscriptions.clone(), dispatcher.clone())?;
         dispatcher.start(
             queue.clone(),
             HttpSender::new(config.delivery.connect_timeout, config.egress.guard()?)?,
@@ -141,9 +163,29 @@ impl Gateway {
         ));
         let mut chains = Vec::new();
         for chain in &config.chains {
-            let scanner = Scanner::new(chain, &config.payments, store.clone(), queue.clone());
+            let scanner = Scanner::new(chain, &config.payments, reads.clone(), queue.clone());
             chains.push(scanner.health());
-            tokio::spawn(scanner.run());
+            match &backing {
+                Backing::Redb(_) => {
+                    tokio::spawn(scanner.run());
+                }
+                Backing::Postgres(pg) => {
+                    let again = {
+                        let (chain, payments) = (chain.clone(), config.payments.clone());
+                        let (reads, queue) = (reads.clone(), queue.clone());
+                        move || Scanner::new(&chain, &payments, reads.clone(), queue.clone())
+                    };
+                    tokio::spawn(scan_while_leader(pg.store.clone(), scanner, again));
+                }
+            }
+        }
+        if let Backing::Postgres(pg) = &backing {
+            tokio::spawn(claims::renew(
+                pg.store.clone(),
+                pg.claims.clone(),
+                CLAIM_LEASE,
+            ));
+            tokio::spawn(listen(pg.store.clone(), dispatcher.clone()));
         }
         Ok(Arc::new(Self {
             checks: Arc::new(Checks {
@@ -154,7 +196,7 @@ impl Gateway {
             plugins_dir: config.plugins.dir.clone(),
             chains,
             payments,
-            store,
+            store: reads,
             queue,
             dispatcher,
             plugins,
@@ -392,7 +434,9 @@ impl Gateway {
         Ok(outcomes.pop())
     }
 
-    pub fn store(&self) -> &Store {
+    /// Reads of committed state, whichever backend holds it. They block: call them from a
+    /// blocking thread (or briefly, from a worker of the multi-threaded runtime).
+    pub fn store(&self) -> &Arc<dyn Reads> {
         &self.store
     }
 
@@ -436,6 +480,161 @@ pub enum ReplayError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What the gateway runs on: the redb file (one node), or a PostgreSQL database several
+/// nodes share.
+enum Backing {
+    Redb(Store),
+    Postgres(Box<Postgres>),
+}
+
+struct Postgres {
+    store: PgStore,
+    reads: Arc<PgReads>,
+    /// The deliveries this node holds and their claim tokens.
+    claims: Arc<Claims>,
+}
+
+impl Backing {
+    /// Opens the configured store; on PostgreSQL also applies what migrations are new.
+    async fn open(config: &Config) -> Result<Self, StartError> {
+        if config.store.backend == StoreBackend::Redb {
+            let store = Store::open(&config.store.path, config.store.cache_mib << 20)?;
+            return Ok(Self::Redb(store));
+        }
+        let url = config
+            .store
+            .url
+            .as_ref()
+            .ok_or_else(|| StoreError::Config {
+                message: "store.backend = \"postgres\" needs store.url".to_owned(),
+            })?;
+        let store = PgStore::connect(url.expose(), config.store.pool_size)?;
+        let report = migrate::migrate(&store).await?;
+        if !report.applied.is_empty() {
+            tracing::info!(applied = ?report.applied, version = report.version,
+                "applied PostgreSQL schema migrations");
+        }
+        Ok(Self::Postgres(Box::new(Postgres {
+            reads: Arc::new(PgReads::new(
+                store.clone(),
+                tokio::runtime::Handle::current(),
+            )),
+            claims: Arc::new(Claims::default()),
+            store,
+        })))
+    }
+
+    fn reads(&self) -> Arc<dyn Reads> {
+        match self {
+            Self::Redb(store) => Arc::new(store.clone()),
+            Self::Postgres(pg) => pg.reads.clone(),
+        }
+    }
+
+    async fn plugin_cache_key(&self) -> Result<[u8; 32], StoreError> {
+        match self {
+            Self::Redb(store) => store.plugin_cache_key(),
+            Self::Postgres(pg) => pg.reads.plugin_cache_key().await,
+        }
+    }
+
+    /// Stores the config file's endpoints and returns every endpoint in force.
+    async fn seed_endpoints(&self, config: &Config) -> Result<Vec<StoredEndpoint>, StoreError> {
+        match self {
+            Self::Redb(store) => store.seed_endpoints(&config.endpoints, now_millis()),
+            Self::Postgres(pg) => {
+                pg.reads
+                    .seed_endpoints(&config.endpoints, now_millis())
+                    .await
+            }
+        }
+    }
+
+    fn due_source(&self) -> Arc<dyn DueSource> {
+        match self {
+            Self::Redb(store) => Arc::new(store.clone()),
+            Self::Postgres(pg) => Arc::new(PgDue::new(
+                pg.store.clone(),
+                pg.claims.clone(),
+                CLAIM_LEASE,
+                POLL_EVERY,
+                tokio::runtime::Handle::current(),
+            )),
+        }
+    }
+
+    fn spawn_writer(
+        &self,
+        subscriptions: Arc<Subscriptions>,
+        sink: Arc<Dispatcher>,
+    ) -> Result<QueueHandle, StartError> {
+        Ok(match self {
+            Self::Redb(store) => queue::writer::spawn(store.clone(), subscriptions, sink)?,
+            Self::Postgres(pg) => queue::writer::spawn_backend(
+                PgBackend::new(
+                    pg.store.clone(),
+                    subscriptions,
+                    pg.claims.clone(),
+                    CLAIM_LEASE,
+                )?,
+                sink,
+            )?,
+        })
+    }
+}
+
+/// Runs a chain's scanner only while this node holds the chain's lease; tries to take it
+/// over every [`SCANNER_LEASE_CHECK`] while another node does. `again` builds the scanner
+/// anew after the lease was lost and won back.
+async fn scan_while_leader(store: PgStore, first: Scanner, again: impl Fn() -> Scanner) {
+    let health = first.health();
+    let mut next = Some(first);
+    health.set_standby(true);
+    loop {
+        match ChainLease::try_acquire(&store, &health.name).await {
+            Ok(Some(lease)) => {
+                tracing::info!(chain = %health.name, "this node scans the chain now");
+                health.set_standby(false);
+                let scanner = next
+                    .take()
+                    .unwrap_or_else(&again)
+                    .with_health(health.clone());
+                tokio::select! {
+                    () = scanner.run() => return,
+                    () = lease.lost(SCANNER_LEASE_CHECK) => {
+                        tracing::warn!(chain = %health.name,
+                            "lost the chain's scanner lease (the database session ended); stopped scanning");
+                        health.set_standby(true);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(chain = %health.name, error = %err, "cannot ask for the chain's scanner lease");
+            }
+        }
+        tokio::time::sleep(SCANNER_LEASE_CHECK).await;
+    }
+}
+
+/// Wakes this node's lanes when another node leaves due work for everyone; listens again
+/// after the connection was lost (each lane's poll covers the gap).
+async fn listen(store: PgStore, dispatcher: Arc<Dispatcher>) {
+    loop {
+        match Listener::start(&store).await {
+            Ok(mut listener) => {
+                while let Some(payload) = listener.next().await {
+                    dispatcher.announced(&payload);
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot listen for other nodes' work; polling only");
+            }
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
 
 /// Builds the plugin runtime, loads the plugins directory and starts watching it.

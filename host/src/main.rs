@@ -225,13 +225,6 @@ fn migrate(path: PathBuf) -> anyhow::Result<()> {
 
 fn serve(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    if config.store.backend == StoreBackend::Postgres {
-        anyhow::bail!(
-            "store.backend = \"postgres\": this build applies the PostgreSQL schema \
-             (`hookgate store migrate`) but does not serve from it yet; run the gateway on \
-             redb (the default) for now"
-        );
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -247,7 +240,14 @@ fn serve(path: PathBuf) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         let address = listener.local_addr()?;
-        tracing::info!(%address, store = %config.store.path.display(), "hookgate started");
+        match config.store.backend {
+            StoreBackend::Redb => {
+                tracing::info!(%address, store = %config.store.path.display(), "hookgate started")
+            }
+            StoreBackend::Postgres => {
+                tracing::info!(%address, store = "postgres", "hookgate started")
+            }
+        }
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "hookgate: admin API listening on http://{address}")?;
         stdout.flush()?;

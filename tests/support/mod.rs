@@ -11,12 +11,18 @@
 //!   test sleeps to synchronise.
 //! * [`signatures`] recomputes both signatures with `hmac`/`sha2`/`base64` directly.
 //!
+//! The store under the gateway is the redb file unless `HOOKGATE_TEST_BACKEND=postgres`: then
+//! each gateway gets a fresh database of the throwaway PostgreSQL cluster ([`postgres`]), so
+//! one suite checks both backends (`tests/run.sh` runs the delivery and crash suites twice).
+//!
 //! Each test file compiles this module into its own crate and uses a different subset of it.
 #![allow(dead_code)]
 
 pub mod chain;
 pub mod counting;
 pub mod measure;
+#[path = "postgres.rs"]
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -103,6 +109,22 @@ impl ApiResponse {
     }
 }
 
+/// Which store the gateways of this test run use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redb,
+    Postgres,
+}
+
+/// `HOOKGATE_TEST_BACKEND`: `postgres`, or the redb default when unset.
+pub fn test_backend() -> Backend {
+    match std::env::var("HOOKGATE_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("redb") | Err(_) => Backend::Redb,
+        Ok(other) => panic!("HOOKGATE_TEST_BACKEND is `{other}`: use `redb` or `postgres`"),
+    }
+}
+
 impl Gateway {
     /// Starts the binary on `sections`: the config file's `[delivery]` and `[[endpoints]]`
     /// tables. The support adds `[server]` (loopback, port 0, [`ADMIN_TOKEN`]) and `[store]`
@@ -137,9 +159,16 @@ impl Gateway {
         } else {
             "[egress]\nallowed_networks = [\"127.0.0.1\"]\n\n"
         };
+        let backend = match test_backend() {
+            Backend::Redb => String::new(),
+            Backend::Postgres => format!(
+                "backend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
+                postgres::cluster().fresh_database().await
+            ),
+        };
         let config = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{server}\n\n\
-             [store]\npath = '{}'\n{store}\n\n{egress}{sections}",
+             [store]\npath = '{}'\n{backend}{store}\n\n{egress}{sections}",
             store_path.display()
         );
         std::fs::write(&config_path, config).expect("writing the config file");

@@ -73,7 +73,7 @@ pub async fn list(
     let store = state.gateway.store().clone();
     let endpoint_id = query.endpoint_id;
     let (page, next) = tokio::task::spawn_blocking(move || {
-        store.deliveries(cursor, limit, MAX_SCAN, |record| {
+        store.deliveries(cursor, limit, MAX_SCAN, &|record| {
             status.is_none_or(|status| record.status == status)
                 && endpoint_id
                     .as_ref()

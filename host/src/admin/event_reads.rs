@@ -78,7 +78,7 @@ pub async fn list(
     let store = state.gateway.store().clone();
     let event_type = query.event_type;
     let (page, next) = tokio::task::spawn_blocking(move || {
-        store.events(before, limit, MAX_SCAN, |event| {
+        store.events(before, limit, MAX_SCAN, &|event| {
             event_type
                 .as_ref()
                 .is_none_or(|wanted| &event.event_type == wanted)

@@ -210,7 +210,7 @@ pub async fn list(
     let store = state.gateway.store().clone();
     let chain = query.chain;
     let page = tokio::task::spawn_blocking(move || {
-        store.payments(cursor, limit, |payment| {
+        store.payments(cursor, limit, &|payment| {
             status.is_none_or(|status| payment.status == status)
                 && chain.as_ref().is_none_or(|chain| &payment.chain == chain)
                 && address.is_none_or(|address| payment.address == address)

@@ -28,7 +28,7 @@ use crate::payments::rules::Finality;
 use crate::payments::work::{Observed, Rewind, Rewound, ScanStep, Scanned};
 use crate::payments::{Transfer, TransferIndex};
 use crate::queue::{QueueError, QueueHandle};
-use crate::store::{ChainCursor, Store, StoreError};
+use crate::store::{ChainCursor, Reads, StoreError};
 use crate::time::now_millis;
 
 /// How long one RPC request may take.
@@ -73,6 +73,8 @@ pub struct ChainHealth {
     head: AtomicU64,
     /// Why the scanner stopped for good, or the last error of a failure streak.
     trouble: Mutex<Option<(bool, String)>>,
+    /// Another node scans this chain now (several nodes on PostgreSQL): nothing is late here.
+    standby: std::sync::atomic::AtomicBool,
 }
 
 /// One chain's line in the readiness answer.
@@ -95,7 +97,16 @@ impl ChainHealth {
             cursor: AtomicU64::new(0),
             head: AtomicU64::new(0),
             trouble: Mutex::new(None),
+            standby: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Whether another node scans the chain; becoming its scanner starts the lag clock anew.
+    pub fn set_standby(&self, standby: bool) {
+        if !standby {
+            self.last_progress.store(now_millis(), Ordering::Release);
+        }
+        self.standby.store(standby, Ordering::Release);
     }
 
     fn trouble(&self) -> MutexGuard<'_, Option<(bool, String)>> {
@@ -124,7 +135,8 @@ impl ChainHealth {
         let ago = now.saturating_sub(self.last_progress.load(Ordering::Acquire));
         let trouble = self.trouble().clone();
         let stopped = trouble.as_ref().is_some_and(|(fatal, _)| *fatal);
-        let late = u128::from(ago) > self.lag_bound.as_millis();
+        let standby = self.standby.load(Ordering::Acquire);
+        let late = !standby && u128::from(ago) > self.lag_bound.as_millis();
         ChainReport {
             chain: self.name.clone(),
             ok: !stopped && !late,
@@ -136,6 +148,7 @@ impl ChainHealth {
                     "no scan step completed for longer than {:?}",
                     self.lag_bound
                 )),
+                (None, false) if standby => Some("another node scans this chain".to_owned()),
                 (None, false) => None,
             },
         }
@@ -148,7 +161,7 @@ pub struct Scanner {
     finality: Finality,
     tokens: Vec<Address>,
     late_window_ms: u64,
-    store: Store,
+    store: Arc<dyn Reads>,
     queue: QueueHandle,
     rpc: ChainRpc,
     chain_id_ok: bool,
@@ -159,7 +172,7 @@ impl Scanner {
     pub fn new(
         chain: &ChainConfig,
         payments: &PaymentsConfig,
-        store: Store,
+        store: Arc<dyn Reads>,
         queue: QueueHandle,
     ) -> Self {
         let rpc = ChainRpc::new(&chain.rpc_url, RPC_TIMEOUT, chain.batch_blocks)
@@ -188,6 +201,13 @@ impl Scanner {
     /// The scanner's health, for the readiness check.
     pub fn health(&self) -> Arc<ChainHealth> {
         self.health.clone()
+    }
+
+    /// The scanner reporting to `health` (one a previous scanner of the chain reported to, on
+    /// a node that scans again after another node did).
+    pub fn with_health(mut self, health: Arc<ChainHealth>) -> Self {
+        self.health = health;
+        self
     }
 
     /// Runs until the queue closes or a fatal error stops this chain.

@@ -39,7 +39,7 @@ use crate::queue::writer::ready;
 use crate::queue::{
     AttemptReport, Decision, QueueHandle, ReadyDelivery, RenderJob, RenderResult, Sink,
 };
-use crate::store::{DueBatch, PendingDelivery, Store, StoreError};
+use crate::store::{DueBatch, DueSource, PendingDelivery, StoreError};
 use crate::time::{UnixMillis, now_millis};
 
 /// Most deliveries a lane holds at once: queued, in flight or rendering.
@@ -128,6 +128,14 @@ impl Lane {
 
     fn state(&self) -> MutexGuard<'_, LaneState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A delivery in the store falls due at `at`: the feeder reads by then.
+    fn wake(&self, at: UnixMillis) {
+        let mut state = self.state();
+        state.wake_at = state.wake_at.min(at);
+        drop(state);
+        self.feed.notify_one();
     }
 
     fn subscriber(&self) -> Option<Arc<Subscriber>> {
@@ -291,7 +299,7 @@ impl LaneState {
 
 /// What the dispatcher's background tasks share.
 struct Engine {
-    store: Store,
+    due: Arc<dyn DueSource>,
     plugins: Arc<PluginRegistry>,
     /// Set once by [`Dispatcher::start`].
     running: OnceLock<Running>,
@@ -312,10 +320,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Builds a lane per endpoint, and one per endpoint that is gone but still has deliveries
-    /// due (they are dead-lettered with a reason). Must run inside the tokio runtime.
+    /// Builds a lane per endpoint, and one per endpoint in `due_endpoints` that is gone but
+    /// still has deliveries due (they are dead-lettered with a reason); feeders read `due`.
+    /// Must run inside the tokio runtime.
     pub fn new(
-        store: Store,
+        due: Arc<dyn DueSource>,
+        due_endpoints: Vec<String>,
         subscriptions: Arc<Subscriptions>,
         plugins: Arc<PluginRegistry>,
     ) -> Result<Self, StoreError> {
@@ -327,7 +337,7 @@ impl Dispatcher {
                 (id.clone(), Arc::new(Lane::new(id, Some(subscriber))))
             })
             .collect();
-        for endpoint_id in store.due_endpoints()? {
+        for endpoint_id in due_endpoints {
             lanes
                 .entry(endpoint_id.clone())
                 .or_insert_with(|| Arc::new(Lane::new(endpoint_id, None)));
@@ -336,7 +346,7 @@ impl Dispatcher {
             subscriptions,
             lanes: RwLock::new(lanes),
             engine: Arc::new(Engine {
-                store,
+                due,
                 plugins,
                 running: OnceLock::new(),
                 runtime: tokio::runtime::Handle::current(),
@@ -367,6 +377,20 @@ impl Dispatcher {
 
     fn lane(&self, endpoint_id: &str) -> Option<Arc<Lane>> {
         self.lanes().get(endpoint_id).cloned()
+    }
+
+    /// Another node left due work for the endpoints `payload` names (one per line; `*`: any
+    /// endpoint): their feeders look now.
+    pub fn announced(&self, payload: &str) {
+        let lanes: Vec<Arc<Lane>> = if payload == "*" {
+            self.lanes().values().cloned().collect()
+        } else {
+            payload.lines().filter_map(|id| self.lane(id)).collect()
+        };
+        let now = now_millis();
+        for lane in lanes {
+            lane.wake(now);
+        }
     }
 
     /// An endpoint was created, updated or deleted (its subscriber disabled): its lane
@@ -431,10 +455,7 @@ impl Sink for Dispatcher {
 
     fn wake(&self, endpoint_id: &str, at: UnixMillis) {
         if let Some(lane) = self.lane(endpoint_id) {
-            let mut state = lane.state();
-            state.wake_at = state.wake_at.min(at);
-            drop(state);
-            lane.feed.notify_one();
+            lane.wake(at);
         }
     }
 
@@ -573,11 +594,11 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
                 continue;
             }
         };
-        let store = engine.store.clone();
+        let due = engine.due.clone();
         let endpoint_id = lane.endpoint_id.clone();
         let missed = plan.missed;
         let read = tokio::task::spawn_blocking(move || {
-            store.due_batch(&endpoint_id, now, &plan.skip, plan.room, plan.bytes)
+            due.due_batch(&endpoint_id, now, &plan.skip, plan.room, plan.bytes)
         })
         .await;
         let batch = match read {
@@ -595,8 +616,17 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
                 continue;
             }
         };
-        let (renders, taken) = lane.accept(batch, missed);
+        let Accepted {
+            renders,
+            orphans: taken,
+            untaken,
+        } = lane.accept(batch, missed);
         lane.work.notify_one();
+        if !untaken.is_empty() {
+            let due = engine.due.clone();
+            // Claimed on PostgreSQL but not taken: give them up now, not when the lease ends.
+            let _ = tokio::task::spawn_blocking(move || due.release(untaken)).await;
+        }
         if !renders.is_empty() {
             engine.render(&lane, renders);
         }
@@ -609,6 +639,18 @@ async fn feed(lane: Arc<Lane>, engine: Arc<Engine>) {
             dead_letter_orphans(&lane.endpoint_id, taken, &engine).await;
         }
     }
+}
+
+/// What a lane took from a read.
+#[derive(Debug, Default)]
+struct Accepted {
+    /// Held deliveries whose plugin chain is to run.
+    renders: Vec<RenderJob>,
+    /// Held deliveries of an endpoint that is no longer configured, to dead-letter.
+    orphans: Vec<DeliveryId>,
+    /// Read but not taken (held already elsewhere in the lane's view, settled during the
+    /// read, or over the render limit): for the source to release.
+    untaken: Vec<DeliveryId>,
 }
 
 /// What the feeder reads next.
@@ -658,9 +700,8 @@ impl Lane {
     /// Takes what a read found: queues ready deliveries, returns the ones to render and (for
     /// an unconfigured endpoint) the ones to dead-letter. Skips what the lane came to hold
     /// during the read and what was settled during it (the snapshot predates its outcome).
-    fn accept(&self, batch: DueBatch, missed: u64) -> (Vec<RenderJob>, Vec<DeliveryId>) {
-        let mut renders = Vec::new();
-        let mut taken = Vec::new();
+    fn accept(&self, batch: DueBatch, missed: u64) -> Accepted {
+        let mut accepted = Accepted::default();
         let configured = self.is_configured();
         let mut state = self.state();
         state.reading = false;
@@ -674,11 +715,17 @@ impl Lane {
                 PendingDelivery::Ready { record, .. } => (record, false),
                 PendingDelivery::Unrendered { record, .. } => (record, true),
             };
-            if state.held.contains(&record.id) || settled.contains(&record.id) {
+            if state.held.contains(&record.id) {
+                // Held already: a newer claim of it is still this lane's.
+                continue;
+            }
+            if settled.contains(&record.id) {
+                accepted.untaken.push(record.id);
                 continue;
             }
             if unrendered && configured && state.rendering.len() >= RENDER_LIMIT {
                 complete = false;
+                accepted.untaken.push(record.id);
                 continue;
             }
             state.held.insert(record.id);
@@ -687,12 +734,12 @@ impl Lane {
                 | PendingDelivery::Unrendered { record, .. }
                     if !configured =>
                 {
-                    taken.push(record.id);
+                    accepted.orphans.push(record.id);
                 }
                 PendingDelivery::Ready { record, body } => state.push(ready(&record, body)),
                 PendingDelivery::Unrendered { record, event } => {
                     state.rendering.insert(record.id);
-                    renders.push(RenderJob {
+                    accepted.renders.push(RenderJob {
                         delivery_id: record.id,
                         endpoint_id: record.endpoint_id,
                         event,
@@ -705,7 +752,7 @@ impl Lane {
         } else if missed == state.missed {
             state.behind = false;
         }
-        (renders, taken)
+        accepted
     }
 }
 
@@ -889,8 +936,13 @@ mod tests {
         assert!(lane.state().queue.pop_front().is_some());
         lane.settled(x.id, None);
         // The snapshot still shows X due.
-        let (renders, taken) = lane.accept(found(&[&x]), plan.missed);
+        let Accepted {
+            renders,
+            orphans: taken,
+            untaken,
+        } = lane.accept(found(&[&x]), plan.missed);
         assert!(renders.is_empty() && taken.is_empty());
+        assert_eq!(untaken, [x.id], "a claim of X must be given back");
         let state = lane.state();
         assert!(state.queue.is_empty(), "X would be sent a second time");
         assert!(!state.held.contains(&x.id));

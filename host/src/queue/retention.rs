@@ -26,7 +26,7 @@ use crate::store::{DeliveryRecord, DeliveryStatus, EventRecord, StoreError, Tabl
 use crate::time::UnixMillis;
 
 /// Most events one step reads.
-const STEP_EVENTS: usize = 128;
+pub(crate) const STEP_EVENTS: usize = 128;
 
 /// The pause between steps while a sweep pass has more to do: the hot path gets the writer.
 const STEP_PAUSE: Duration = Duration::from_millis(20);
@@ -67,11 +67,11 @@ pub struct SweepStep {
 }
 
 /// The smallest event id created at `millis` (UUIDv7 puts the Unix milliseconds on top).
-fn first_id_at(millis: UnixMillis) -> u128 {
+pub(crate) fn first_id_at(millis: UnixMillis) -> u128 {
     u128::from(millis) << 80
 }
 
-fn millis_ago(now: UnixMillis, age: Duration) -> UnixMillis {
+pub(crate) fn millis_ago(now: UnixMillis, age: Duration) -> UnixMillis {
     now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
 }
 

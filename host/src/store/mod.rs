@@ -33,7 +33,7 @@ pub use api_answers::StoredAnswer;
 pub(crate) use api_answers::{API_ANSWERS, API_ANSWERS_BY_TIME};
 pub(crate) use endpoints::ENDPOINT_CONFIGS;
 pub use endpoints::StoredEndpoint;
-pub use reads::Reads;
+pub use reads::{DueSource, Reads};
 pub use records::{
     AttemptRecord, ChainCursor, DeliveryRecord, DeliveryRef, DeliveryStatus, DroppedRef,
     EndpointState, EventRecord,
@@ -106,8 +106,17 @@ pub enum StoreError {
     Unavailable { message: String },
     #[error("database schema: {message}")]
     Schema { message: String },
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", postgres_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
+}
+
+/// What PostgreSQL said: a server error's own message (tokio-postgres prints only "db error"),
+/// else the client's.
+fn postgres_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
+    }
 }
 
 macro_rules! from_redb {
@@ -138,6 +147,14 @@ pub enum PendingDelivery {
         record: DeliveryRecord,
         event: Arc<EventRecord>,
     },
+}
+
+impl PendingDelivery {
+    pub fn record(&self) -> &DeliveryRecord {
+        match self {
+            Self::Ready { record, .. } | Self::Unrendered { record, .. } => record,
+        }
+    }
 }
 
 /// A store error for a record that contradicts another.

@@ -11,10 +11,12 @@ use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::Payment;
 use crate::time::UnixMillis;
 
-use super::{AttemptRecord, ChainCursor, DeliveryRecord, EndpointState, EventRecord, StoreError};
+use super::{
+    AttemptRecord, ChainCursor, DeliveryRecord, DueBatch, EndpointState, EventRecord, StoreError,
+};
 
-/// Reads of committed state, implemented by the redb [`super::Store`]; the PostgreSQL backend
-/// is to implement it over SQL (issue 6, not written yet).
+/// Reads of committed state, implemented by the redb [`super::Store`] and by
+/// [`super::postgres::reads::PgReads`] over SQL.
 pub trait Reads: Send + Sync + 'static {
     /// A delivery and its attempts, oldest attempt first.
     fn delivery(
@@ -183,5 +185,38 @@ impl Reads for super::Store {
 
     fn due_endpoints(&self) -> Result<Vec<String>, StoreError> {
         super::Store::due_endpoints(self)
+    }
+}
+
+/// Where a lane's feeder finds due deliveries: redb's due index, read by the one node; on
+/// PostgreSQL, claims that hand each due row to one node at a time.
+pub trait DueSource: Send + Sync + 'static {
+    /// Up to `limit` deliveries of `endpoint` due by `now` that are not in `skip`, oldest due
+    /// first, with bodies of at most `byte_budget` bytes in all (`usize::MAX`: the first body
+    /// is loaded whatever its size). Blocks: call it from a blocking thread.
+    fn due_batch(
+        &self,
+        endpoint: &str,
+        now: UnixMillis,
+        skip: &std::collections::HashSet<DeliveryId>,
+        limit: usize,
+        byte_budget: usize,
+    ) -> Result<DueBatch, StoreError>;
+
+    /// Deliveries a batch returned that the lane did not take, so others may have them now.
+    /// Blocks.
+    fn release(&self, _ids: Vec<DeliveryId>) {}
+}
+
+impl DueSource for super::Store {
+    fn due_batch(
+        &self,
+        endpoint: &str,
+        now: UnixMillis,
+        skip: &std::collections::HashSet<DeliveryId>,
+        limit: usize,
+        byte_budget: usize,
+    ) -> Result<DueBatch, StoreError> {
+        super::Store::due_batch(self, endpoint, now, skip, limit, byte_budget)
     }
 }

@@ -30,14 +30,7 @@ pub struct ChainLease {
 impl ChainLease {
     /// Takes `chain`'s lease if no other node holds it; `None` when one does.
     pub async fn try_acquire(store: &PgStore, chain: &str) -> Result<Option<Self>, StoreError> {
-        let (client, connection) = store.config().connect(tokio_postgres::NoTls).await?;
-        let chain_name = chain.to_owned();
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::warn!(chain = %chain_name, error = %err,
-                    "the scanner lease's connection failed; the lease is lost");
-            }
-        });
+        let client = store.dedicated("a chain scanner's lease").await?;
         let held: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&chain_lock_key(chain)])
             .await?
@@ -51,6 +44,20 @@ impl ChainLease {
     /// Whether the lease is still this node's: its session answers. Call before each step.
     pub async fn is_held(&self) -> bool {
         !self.client.is_closed() && self.client.simple_query("SELECT 1").await.is_ok()
+    }
+
+    /// Returns once the lease is lost (its session no longer answers within `every`),
+    /// checking every `every`.
+    pub async fn lost(&self, every: std::time::Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            if !tokio::time::timeout(every, self.is_held())
+                .await
+                .unwrap_or(false)
+            {
+                return;
+            }
+        }
     }
 
     pub fn chain(&self) -> &str {

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "domain",
         sql: include_str!("../../../migrations/postgres/0002_domain.sql"),
     },
+    Migration {
+        version: 3,
+        name: "meta",
+        sql: include_str!("../../../migrations/postgres/0003_meta.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold (any constant the gateway uses for nothing else).

@@ -17,10 +17,15 @@
 //! `idle_in_transaction_session_timeout`, so a stuck node can never hold row locks (and with
 //! them other nodes' work) for long.
 
+pub mod claims;
+pub mod due;
 pub mod leader;
 pub mod migrate;
 pub mod queue;
+pub mod reads;
+pub mod retention;
 pub mod txn;
+pub mod writer;
 
 use std::time::Duration;
 
@@ -95,6 +100,21 @@ impl PgStore {
     pub async fn check(&self) -> Result<(), StoreError> {
         self.client().await?.simple_query("SELECT 1").await?;
         Ok(())
+    }
+
+    /// A connection of its own outside the pool, driven on the current runtime, for `purpose`
+    /// (named in the warning logged when the connection fails).
+    pub(crate) async fn dedicated(
+        &self,
+        purpose: &'static str,
+    ) -> Result<tokio_postgres::Client, StoreError> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::warn!(error = %err, "the PostgreSQL connection of {purpose} failed");
+            }
+        });
+        Ok(client)
     }
 
     /// The connection settings, for a connection of its own outside the pool (`LISTEN`).

@@ -61,6 +61,10 @@ impl ClaimToken {
     pub(crate) fn new() -> Self {
         Self(Uuid::new_v4())
     }
+
+    pub(crate) fn as_uuid(self) -> Uuid {
+        self.0
+    }
 }
 
 /// What [`PgQueue::publish`] committed.
@@ -186,104 +190,114 @@ impl PgQueue {
     pub async fn settle(&self, settlements: &[Settlement]) -> Result<Settled, StoreError> {
         let mut client = self.store.client().await?;
         let txn = client.transaction().await?;
-        let now = now_millis();
-        // The fence is in the statements that leave or reschedule the queue rows: each matches
-        // its row only while it still carries the settlement's token. A claimer that took the
-        // row over has changed the token (this statement then waits for it and matches
-        // nothing), and one that comes later skips the row this transaction holds.
-        let mut fenced = QueueChanges::default();
-        for settlement in settlements {
-            fenced.push(settlement, now);
-        }
-        let finished: [&Param; 2] = [&fenced.finished_ids, &fenced.finished_tokens];
-        let retries: [&Param; 3] = [
-            &fenced.retry_ids,
-            &fenced.retry_tokens,
-            &fenced.retry_delays,
-        ];
-        let (left, rescheduled) = tokio::try_join!(
-            txn.query(
-                "DELETE FROM queue q
-                 USING unnest($1::uuid[], $2::uuid[]) AS s(id, claim)
-                 WHERE q.delivery_id = s.id AND q.claim = s.claim
-                 RETURNING q.delivery_id",
-                &finished,
-            ),
-            txn.query(
-                "UPDATE queue q
-                 SET due_at = now() + r.delay * interval '1 millisecond', claim = NULL
-                 FROM unnest($1::uuid[], $2::uuid[], $3::float8[]) AS r(id, claim, delay)
-                 WHERE q.delivery_id = r.id AND q.claim = r.claim
-                 RETURNING q.delivery_id",
-                &retries,
-            ),
-        )?;
-        let accepted: HashSet<Uuid> = left
-            .iter()
-            .chain(&rescheduled)
-            .map(|row| row.get(0))
-            .collect();
-
-        let mut changes = SettleColumns::default();
-        let mut refused = Vec::new();
-        for settlement in settlements {
-            let report = &settlement.report;
-            if accepted.contains(&uuid(report.delivery_id.as_u128())) {
-                changes.push(report);
-            } else {
-                refused.push(report.delivery_id);
-            }
-        }
-        let (disabled_ids, disabled_reasons) = (changes.disabled.ids(), changes.disabled.reasons());
-        let deliveries: [&Param; 4] = [
-            &changes.ids,
-            &changes.statuses,
-            &changes.attempt_counts,
-            &changes.errors,
-        ];
-        let attempts = &changes.attempts;
-        let attempt_rows: [&Param; 7] = [
-            &attempts.ids,
-            &attempts.numbers,
-            &attempts.at,
-            &attempts.status_codes,
-            &attempts.latencies,
-            &attempts.errors,
-            &attempts.snippets,
-        ];
-        let disabled: [&Param; 2] = [&disabled_ids, &disabled_reasons];
-        tokio::try_join!(
-            txn.execute(
-                "UPDATE deliveries d
-                 SET status = r.status,
-                     attempt_count = GREATEST(d.attempt_count, r.attempts),
-                     last_error = r.error,
-                     dead_lettered_at = CASE WHEN r.status = 'dead_lettered' THEN now() END
-                 FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[])
-                      AS r(id, status, attempts, error)
-                 WHERE d.id = r.id",
-                &deliveries,
-            ),
-            txn.execute(
-                "INSERT INTO attempts (delivery_id, number, at_ms, status_code, latency_ms,
-                                       error, response_snippet)
-                 SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[], $4::int4[],
-                                      $5::int8[], $6::text[], $7::text[])
-                 ON CONFLICT DO NOTHING",
-                &attempt_rows,
-            ),
-            txn.execute(
-                "INSERT INTO endpoint_states (endpoint_id, disabled_reason, disabled_at)
-                 SELECT e.id, e.reason, now() FROM unnest($1::text[], $2::text[]) AS e(id, reason)
-                 ON CONFLICT (endpoint_id) DO UPDATE
-                 SET disabled_reason = excluded.disabled_reason,
-                     disabled_at = excluded.disabled_at",
-                &disabled,
-            ),
-        )?;
+        let settled = settle_in(&txn, settlements, now_millis()).await?;
         txn.commit().await?;
-        Ok(Settled { refused })
+        Ok(settled)
     }
+}
+
+/// Records attempt results inside `txn`, as multi-row statements. A result whose token is no
+/// longer its row's is refused and changes nothing.
+pub(crate) async fn settle_in(
+    txn: &tokio_postgres::Transaction<'_>,
+    settlements: &[Settlement],
+    now: UnixMillis,
+) -> Result<Settled, StoreError> {
+    // The fence is in the statements that leave or reschedule the queue rows: each matches
+    // its row only while it still carries the settlement's token. A claimer that took the
+    // row over has changed the token (this statement then waits for it and matches
+    // nothing), and one that comes later skips the row this transaction holds.
+    let mut fenced = QueueChanges::default();
+    for settlement in settlements {
+        fenced.push(settlement, now);
+    }
+    let finished: [&Param; 2] = [&fenced.finished_ids, &fenced.finished_tokens];
+    let retries: [&Param; 3] = [
+        &fenced.retry_ids,
+        &fenced.retry_tokens,
+        &fenced.retry_delays,
+    ];
+    let (left, rescheduled) = tokio::try_join!(
+        txn.query(
+            "DELETE FROM queue q
+             USING unnest($1::uuid[], $2::uuid[]) AS s(id, claim)
+             WHERE q.delivery_id = s.id AND q.claim = s.claim
+             RETURNING q.delivery_id",
+            &finished,
+        ),
+        txn.query(
+            "UPDATE queue q
+             SET due_at = now() + r.delay * interval '1 millisecond', claim = NULL
+             FROM unnest($1::uuid[], $2::uuid[], $3::float8[]) AS r(id, claim, delay)
+             WHERE q.delivery_id = r.id AND q.claim = r.claim
+             RETURNING q.delivery_id",
+            &retries,
+        ),
+    )?;
+    let accepted: HashSet<Uuid> = left
+        .iter()
+        .chain(&rescheduled)
+        .map(|row| row.get(0))
+        .collect();
+
+    let mut changes = SettleColumns::default();
+    let mut refused = Vec::new();
+    for settlement in settlements {
+        let report = &settlement.report;
+        if accepted.contains(&uuid(report.delivery_id.as_u128())) {
+            changes.push(report);
+        } else {
+            refused.push(report.delivery_id);
+        }
+    }
+    let (disabled_ids, disabled_reasons) = (changes.disabled.ids(), changes.disabled.reasons());
+    let deliveries: [&Param; 4] = [
+        &changes.ids,
+        &changes.statuses,
+        &changes.attempt_counts,
+        &changes.errors,
+    ];
+    let attempts = &changes.attempts;
+    let attempt_rows: [&Param; 7] = [
+        &attempts.ids,
+        &attempts.numbers,
+        &attempts.at,
+        &attempts.status_codes,
+        &attempts.latencies,
+        &attempts.errors,
+        &attempts.snippets,
+    ];
+    let disabled: [&Param; 2] = [&disabled_ids, &disabled_reasons];
+    tokio::try_join!(
+        txn.execute(
+            "UPDATE deliveries d
+             SET status = r.status,
+                 attempt_count = GREATEST(d.attempt_count, r.attempts),
+                 last_error = r.error,
+                 dead_lettered_at = CASE WHEN r.status = 'dead_lettered' THEN now() END
+             FROM unnest($1::uuid[], $2::text[], $3::int4[], $4::text[])
+                  AS r(id, status, attempts, error)
+             WHERE d.id = r.id",
+            &deliveries,
+        ),
+        txn.execute(
+            "INSERT INTO attempts (delivery_id, number, at_ms, status_code, latency_ms,
+                                   error, response_snippet)
+             SELECT * FROM unnest($1::uuid[], $2::int4[], $3::int8[], $4::int4[],
+                                  $5::int8[], $6::text[], $7::text[])
+             ON CONFLICT DO NOTHING",
+            &attempt_rows,
+        ),
+        txn.execute(
+            "INSERT INTO endpoint_states (endpoint_id, disabled_reason, disabled_at)
+             SELECT e.id, e.reason, now() FROM unnest($1::text[], $2::text[]) AS e(id, reason)
+             ON CONFLICT (endpoint_id) DO UPDATE
+             SET disabled_reason = excluded.disabled_reason,
+                 disabled_at = excluded.disabled_at",
+            &disabled,
+        ),
+    )?;
+    Ok(Settled { refused })
 }
 
 impl Notifier {
@@ -497,9 +511,19 @@ impl Listener {
     }
 }
 
+/// The columns [`claimed_delivery`] maps, over `d` (deliveries), `e` (events), `b` (bodies).
+macro_rules! send_columns {
+    () => {
+        "d.id, d.event_id, d.endpoint_id, d.created_at_ms, d.attempt_count, d.cycle_start,
+       d.last_error, d.content_type, d.headers, d.plugins, d.needs_render,
+       b.body, e.type, e.created_at_ms, e.data, e.idempotency_key, e.fingerprint"
+    };
+}
+
 /// Picks due rows in a materialized CTE (locked once, skipping rows others hold), then takes
 /// them for the lease by joining it, and returns what sending them needs.
-pub const CLAIM: &str = "
+pub const CLAIM: &str = concat!(
+    "
 WITH due AS MATERIALIZED (
     SELECT delivery_id FROM queue
      WHERE endpoint_id = $1 AND due_at <= now()
@@ -513,17 +537,29 @@ WITH due AS MATERIALIZED (
      WHERE q.delivery_id = due.delivery_id
  RETURNING q.delivery_id
 )
-SELECT d.id, d.event_id, d.endpoint_id, d.created_at_ms, d.attempt_count, d.cycle_start,
-       d.last_error, d.content_type, d.headers, d.plugins, d.needs_render,
-       b.body, e.type, e.created_at_ms, e.data, e.idempotency_key, e.fingerprint
+SELECT ",
+    send_columns!(),
+    "
   FROM claimed c
   JOIN deliveries d ON d.id = c.delivery_id
   JOIN events e ON e.id = d.event_id
   LEFT JOIN bodies b ON b.delivery_id = d.id
- ORDER BY d.id";
+ ORDER BY d.id"
+);
+
+/// What sending delivery `$1` needs, read inside the transaction that holds it.
+pub(crate) const TO_SEND: &str = concat!(
+    "SELECT ",
+    send_columns!(),
+    "
+  FROM deliveries d
+  JOIN events e ON e.id = d.event_id
+  LEFT JOIN bodies b ON b.delivery_id = d.id
+ WHERE d.id = $1"
+);
 
 /// A claimed row as the lanes take it.
-fn claimed_delivery(row: &tokio_postgres::Row) -> Result<PendingDelivery, StoreError> {
+pub(crate) fn claimed_delivery(row: &tokio_postgres::Row) -> Result<PendingDelivery, StoreError> {
     let id: Uuid = row.get(0);
     let event_id: Uuid = row.get(1);
     let headers: serde_json::Value = row.get(8);

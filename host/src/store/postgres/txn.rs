@@ -25,7 +25,7 @@ use crate::delivery::Subscriptions;
 use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::{Payment, PaymentStatus};
 use crate::plugins::Rendered;
-use crate::queue::writer::ready;
+use crate::queue::writer::{AfterCommit, ready};
 use crate::queue::{
     DeliveryContent, Emit, NewDelivery, NewEvent, PublishOutcome, ReadyDelivery, RenderJob, Txn,
     UnitOfWork,
@@ -64,15 +64,7 @@ impl PgUnits {
             .map_err(|err| StoreError::Unavailable {
                 message: format!("cannot start the PostgreSQL writer's runtime: {err}"),
             })?;
-        let client = runtime.block_on(async {
-            let (client, connection) = store.config().connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(err) = connection.await {
-                    tracing::warn!(error = %err, "the PostgreSQL writer's connection failed");
-                }
-            });
-            Ok::<_, StoreError>(client)
-        })?;
+        let client = runtime.block_on(store.dedicated("the unit-of-work writer"))?;
         Ok(Self {
             runtime,
             client,
@@ -88,34 +80,43 @@ impl PgUnits {
     ) -> Result<(W::Output, Committed), StoreError> {
         let runtime = &self.runtime;
         let txn = runtime.block_on(self.client.transaction())?;
-        let mut committed = Committed {
-            token: Some(ClaimToken::new()),
-            ..Committed::default()
-        };
+        let token = ClaimToken::new();
+        let mut after = AfterCommit::default();
+        let mut held = Vec::new();
         let output = {
             let mut pg = PgTxn {
                 runtime,
                 txn: &txn,
                 subscriptions,
                 now: now_millis(),
-                hold: (committed.token.expect("set above"), self.lease),
-                after: &mut committed,
+                hold: (token, self.lease),
+                after: &mut after,
+                held: &mut held,
             };
             work.apply(&mut pg)?
         };
         runtime.block_on(txn.commit())?;
+        let committed = Committed {
+            deliver_now: after.deliver_now,
+            render: after.render,
+            endpoint_changes: after.endpoint_changes,
+            token: Some(token),
+        };
         Ok((output, committed))
     }
 }
 
 /// One SQL transaction as units of work see it.
-struct PgTxn<'a, 't> {
-    runtime: &'a tokio::runtime::Runtime,
-    txn: &'a tokio_postgres::Transaction<'t>,
-    subscriptions: &'a Subscriptions,
-    now: UnixMillis,
-    hold: (ClaimToken, Duration),
-    after: &'a mut Committed,
+pub(crate) struct PgTxn<'a, 't> {
+    pub runtime: &'a tokio::runtime::Runtime,
+    pub txn: &'a tokio_postgres::Transaction<'t>,
+    pub subscriptions: &'a Subscriptions,
+    pub now: UnixMillis,
+    /// New deliveries are held under this token for this long.
+    pub hold: (ClaimToken, Duration),
+    pub after: &'a mut AfterCommit,
+    /// The new deliveries held, to register once the transaction commits.
+    pub held: &'a mut Vec<DeliveryId>,
 }
 
 fn uuid(raw: u128) -> Uuid {
@@ -172,6 +173,7 @@ impl PgTxn<'_, '_> {
     fn hand_on(&mut self, event: &NewEvent) {
         let record = Arc::new(event.record());
         for delivery in &event.deliveries {
+            self.held.push(delivery.id);
             match &delivery.content {
                 DeliveryContent::Ready(payload) => {
                     let pending = event.pending_record(delivery);
@@ -374,7 +376,7 @@ impl Txn for PgTxn<'_, '_> {
     ) -> Result<(), StoreError> {
         self.block_on(self.txn.execute(
             "INSERT INTO endpoint_states (endpoint_id, disabled_reason, disabled_at)
-             VALUES ($1, $2, CASE WHEN $2 IS NULL THEN NULL ELSE now() END)
+             VALUES ($1, $2::text, CASE WHEN $2::text IS NULL THEN NULL ELSE now() END)
              ON CONFLICT (endpoint_id) DO UPDATE
              SET disabled_reason = excluded.disabled_reason, disabled_at = excluded.disabled_at",
             &[&id, &reason],
