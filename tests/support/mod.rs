@@ -148,6 +148,13 @@ impl Gateway {
         Self::launch("", store, sections, &[]).await
     }
 
+    /// A node on the PostgreSQL database at `url` (several nodes may share one), with
+    /// `sections` as in [`Gateway::start`].
+    pub async fn start_node(url: &str, sections: &str) -> Self {
+        let store = format!("backend = \"postgres\"\nurl = \"{url}\"\npool_size = 4");
+        Self::launch("", &store, sections, &[]).await
+    }
+
     async fn launch(server: &str, store: &str, sections: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("creating a temporary directory");
         let config_path = dir.path().join("hookgate.toml");
@@ -160,6 +167,8 @@ impl Gateway {
             "[egress]\nallowed_networks = [\"127.0.0.1\"]\n\n"
         };
         let backend = match test_backend() {
+            // The caller chose the database (a node of several).
+            _ if store.contains("backend =") => String::new(),
             Backend::Redb => String::new(),
             Backend::Postgres => format!(
                 "backend = \"postgres\"\nurl = \"{}\"\npool_size = 4\n",
