@@ -63,7 +63,7 @@ async fn three_nodes_deliver_every_event_once_a_node_is_killed_mid_run() {
     let posters: Vec<_> = nodes.iter().map(Gateway::poster).collect();
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
-        let mut dead = vec![false; NODES];
+        let mut dead = [false; NODES];
         for batch in 0..BATCHES {
             let mut node = batch % NODES;
             loop {
@@ -83,7 +83,9 @@ async fn three_nodes_deliver_every_event_once_a_node_is_killed_mid_run() {
     });
 
     assert!(
-        arrivals.wait_for(KILL_AFTER, Duration::from_secs(120)).await,
+        arrivals
+            .wait_for(KILL_AFTER, Duration::from_secs(120))
+            .await,
         "only {} of {KILL_AFTER} events arrived before the kill; log of node 0:\n{}",
         arrivals.distinct(),
         nodes[0].log_tail()
@@ -94,9 +96,7 @@ async fn three_nodes_deliver_every_event_once_a_node_is_killed_mid_run() {
 
     let all_arrived = arrivals.wait_for(EVENTS, Duration::from_secs(240)).await;
     let elapsed = started.elapsed();
-    let requests = arrivals
-        .requests
-        .load(std::sync::atomic::Ordering::Acquire);
+    let requests = arrivals.requests.load(std::sync::atomic::Ordering::Acquire);
     let distinct = arrivals.distinct();
     let duplicates = requests - distinct;
     println!("nodes: {NODES}, events: {EVENTS}, killed node 1 after {delivered_at_kill} arrived");

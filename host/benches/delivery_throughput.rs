@@ -13,6 +13,9 @@
 //!    so a slow gateway cannot slow the offered load down. Latency is measured from that
 //!    instant to the publish answer and to the arrival at the receiver.
 //!
+//! Phase 1 also prints the CPU time per delivery of the gateway process and, with
+//! `HOOKGATE_TEST_BACKEND=postgres` (the gateway on a fresh database of a throwaway cluster),
+//! of the database server.
 //! Figures are printed as plain lines; nothing is asserted. Every wait has a deadline
 //! (`BENCH_TIMEOUT_SECS`, default 600), so the run is bounded even when the gateway is not.
 //! `BENCH_STALLED=1` adds a second endpoint whose plugin (`sleepy`) blocks every call in WASI
@@ -34,7 +37,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use support::Gateway;
 use support::counting::{Arrivals, start_receiver};
-use support::measure::{env_number, peak_rss, percentiles};
+use support::measure::{cpu_seconds, env_number, peak_rss, percentiles, server_cpu_seconds};
 
 const BATCH: usize = 500;
 const PUBLISHERS: usize = 4;
@@ -123,6 +126,14 @@ impl PublishedEvent {
             at,
         })
     }
+}
+
+/// CPU seconds used so far by the gateway and, on PostgreSQL, the database server.
+fn cpu_of(gateway: u32, database: Option<u32>) -> (f64, Option<f64>) {
+    (
+        cpu_seconds(gateway, false).unwrap_or(0.0),
+        database.and_then(server_cpu_seconds),
+    )
 }
 
 async fn bulk_phase(
@@ -363,8 +374,22 @@ fn main() {
         let gateway = Arc::new(Gateway::start(&config).await);
         let pid = gateway.pid();
 
+        let database = (support::test_backend() == support::Backend::Postgres)
+            .then(|| support::postgres::cluster().postmaster_pid());
+        let cpu_before = cpu_of(pid, database);
         bulk_phase(gateway.clone(), arrivals.clone(), events, within).await;
+        let cpu_after = cpu_of(pid, database);
         println!("peak RSS after phase 1: {}", peak_rss(pid));
+        let delivered = arrivals.distinct().max(1) as f64;
+        println!(
+            "CPU per delivery, phase 1: gateway {:.0} µs, database {}",
+            (cpu_after.0 - cpu_before.0) / delivered * 1e6,
+            match (cpu_before.1, cpu_after.1) {
+                (Some(before), Some(after)) =>
+                    format!("{:.0} µs", (after - before) / delivered * 1e6),
+                _ => "none (redb is in the gateway's process)".to_owned(),
+            }
+        );
         if seconds > 0 {
             steady_phase(gateway.clone(), arrivals.clone(), rate, seconds, within).await;
             println!("peak RSS after phase 2: {}", peak_rss(pid));

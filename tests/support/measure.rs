@@ -54,3 +54,39 @@ pub fn percentiles(latencies: &mut [Duration]) -> String {
         latencies.len()
     )
 }
+
+/// CPU seconds (user + system, every thread) process `pid` has used; with `reaped`, plus what
+/// its children that have exited used. `None` when `/proc` does not have it.
+pub fn cpu_seconds(pid: u32, reaped: bool) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th, then stime, cutime, cstime.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|field| field.parse().unwrap_or(0))
+        .collect();
+    let ticks: u64 = if reaped {
+        fields.iter().sum()
+    } else {
+        fields.iter().take(2).sum()
+    };
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / per_second)
+}
+
+/// CPU seconds a PostgreSQL server has used: the postmaster `pid`, its backends now running,
+/// and those that have exited.
+pub fn server_cpu_seconds(pid: u32) -> Option<f64> {
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+    let live: f64 = children
+        .split_whitespace()
+        .filter_map(|child| child.parse().ok())
+        .filter_map(|child| cpu_seconds(child, true))
+        .sum();
+    Some(cpu_seconds(pid, true)? + live)
+}

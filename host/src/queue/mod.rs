@@ -257,7 +257,7 @@ impl UnitOfWork for PublishWork {
     type Output = Vec<PublishOutcome>;
 
     fn apply(&mut self, txn: &mut dyn Txn) -> Result<Self::Output, StoreError> {
-        self.0.iter().map(|event| txn.publish(event)).collect()
+        txn.publish_all(&self.0)
     }
 }
 

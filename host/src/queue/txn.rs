@@ -34,6 +34,12 @@ pub trait Txn {
     /// Commits an event whose fan-out and bodies are already decided (the publish API).
     fn publish(&mut self, event: &NewEvent) -> Result<PublishOutcome, StoreError>;
 
+    /// [`Txn::publish`] for each of `events`, in order; a backend that pays per statement
+    /// writes them together.
+    fn publish_all(&mut self, events: &[NewEvent]) -> Result<Vec<PublishOutcome>, StoreError> {
+        events.iter().map(|event| self.publish(event)).collect()
+    }
+
     /// Commits a domain event and one delivery per subscribed endpoint. `None` when an event
     /// with the same idempotency key exists already (nothing is written).
     fn emit(&mut self, event: Emit) -> Result<Option<EventId>, StoreError>;

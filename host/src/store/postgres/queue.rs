@@ -663,7 +663,8 @@ async fn replayed_summaries(
     Ok(found)
 }
 
-fn summary_of_new(event: &NewEvent) -> EventSummary {
+/// What the publisher hears of an event this call created.
+pub(crate) fn summary_of_new(event: &NewEvent) -> EventSummary {
     EventSummary {
         id: event.id,
         event_type: event.event_type.clone(),

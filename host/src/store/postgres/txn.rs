@@ -20,7 +20,7 @@ use alloy::primitives::Address;
 use uuid::Uuid;
 
 use super::PgStore;
-use super::queue::{ClaimToken, insert_events};
+use super::queue::{ClaimToken, insert_events, summary_of_new};
 use crate::delivery::Subscriptions;
 use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::{Payment, PaymentStatus};
@@ -82,7 +82,7 @@ impl PgUnits {
         let txn = runtime.block_on(self.client.transaction())?;
         let token = ClaimToken::new();
         let mut after = AfterCommit::default();
-        let mut held = Vec::new();
+        let mut held = Held::default();
         let output = {
             let mut pg = PgTxn {
                 runtime,
@@ -95,6 +95,7 @@ impl PgUnits {
             };
             work.apply(&mut pg)?
         };
+        held.flush(runtime, &txn, (token, self.lease))?;
         runtime.block_on(txn.commit())?;
         let committed = Committed {
             deliver_now: after.deliver_now,
@@ -116,7 +117,47 @@ pub(crate) struct PgTxn<'a, 't> {
     pub hold: (ClaimToken, Duration),
     pub after: &'a mut AfterCommit,
     /// The new deliveries held, to register once the transaction commits.
-    pub held: &'a mut Vec<DeliveryId>,
+    pub held: &'a mut Held,
+}
+
+/// What a batch's units published: the deliveries held, and the events without an
+/// idempotency key, written together at the end of the batch.
+#[derive(Default)]
+pub(crate) struct Held {
+    pub ids: Vec<DeliveryId>,
+    /// An event without a key cannot conflict with anything (its id is new), so its outcome
+    /// is known before it is written, and a batch of single-event publishes costs one set of
+    /// multi-row statements instead of one per event.
+    deferred: Vec<NewEvent>,
+}
+
+impl Held {
+    /// Writes the deferred events inside `txn`; call before it commits.
+    pub fn flush(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        txn: &tokio_postgres::Transaction<'_>,
+        hold: (ClaimToken, Duration),
+    ) -> Result<(), StoreError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.deferred);
+        let inserted = runtime.block_on(insert_events(txn, &events, Some(hold)))?;
+        let created = inserted
+            .outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, PublishOutcome::Created(_)))
+            .count();
+        if created != events.len() {
+            return Err(corrupt(format!(
+                "{} of {} new events without an idempotency key were not created",
+                events.len() - created,
+                events.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn uuid(raw: u128) -> Uuid {
@@ -151,29 +192,29 @@ impl PgTxn<'_, '_> {
             .collect()
     }
 
-    /// Commits `event` with its deliveries held by this node, and hands them on after the
-    /// commit.
-    fn insert(&mut self, event: &NewEvent) -> Result<PublishOutcome, StoreError> {
-        let inserted = self.block_on(insert_events(
-            self.txn,
-            std::slice::from_ref(event),
-            Some(self.hold),
-        ))?;
-        let outcome = inserted
-            .outcomes
-            .into_iter()
-            .next()
-            .ok_or_else(|| corrupt("an insert answered for no event".to_owned()))?;
-        if matches!(outcome, PublishOutcome::Created(_)) {
-            self.hand_on(event);
+    /// Commits `events` with their deliveries held by this node, in one set of multi-row
+    /// statements, and hands the new ones on after the commit.
+    fn insert(&mut self, events: &[NewEvent]) -> Result<Vec<PublishOutcome>, StoreError> {
+        let inserted = self.block_on(insert_events(self.txn, events, Some(self.hold)))?;
+        if inserted.outcomes.len() != events.len() {
+            return Err(corrupt(format!(
+                "an insert of {} events answered for {}",
+                events.len(),
+                inserted.outcomes.len()
+            )));
         }
-        Ok(outcome)
+        for (event, outcome) in events.iter().zip(&inserted.outcomes) {
+            if matches!(outcome, PublishOutcome::Created(_)) {
+                self.hand_on(event);
+            }
+        }
+        Ok(inserted.outcomes)
     }
 
     fn hand_on(&mut self, event: &NewEvent) {
         let record = Arc::new(event.record());
         for delivery in &event.deliveries {
-            self.held.push(delivery.id);
+            self.held.ids.push(delivery.id);
             match &delivery.content {
                 DeliveryContent::Ready(payload) => {
                     let pending = event.pending_record(delivery);
@@ -197,7 +238,24 @@ impl Txn for PgTxn<'_, '_> {
     }
 
     fn publish(&mut self, event: &NewEvent) -> Result<PublishOutcome, StoreError> {
-        self.insert(event)
+        let mut outcomes = self.insert(std::slice::from_ref(event))?;
+        outcomes
+            .pop()
+            .ok_or_else(|| corrupt("an insert answered for no event".to_owned()))
+    }
+
+    fn publish_all(&mut self, events: &[NewEvent]) -> Result<Vec<PublishOutcome>, StoreError> {
+        if events.iter().all(|event| event.idempotency_key.is_none()) {
+            for event in events {
+                self.hand_on(event);
+            }
+            self.held.deferred.extend_from_slice(events);
+            return Ok(events
+                .iter()
+                .map(|event| PublishOutcome::Created(summary_of_new(event)))
+                .collect());
+        }
+        self.insert(events)
     }
 
     fn emit(&mut self, event: Emit) -> Result<Option<EventId>, StoreError> {
@@ -232,7 +290,7 @@ impl Txn for PgTxn<'_, '_> {
             data: event.data,
         };
         // A key seen before is the same cause applied again: nothing is raised.
-        Ok(match self.insert(&new)? {
+        Ok(match self.publish(&new)? {
             PublishOutcome::Created(_) => Some(id),
             PublishOutcome::Replayed(_) | PublishOutcome::Conflict { .. } => None,
         })

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::PgStore;
 use super::claims::{Claims, release};
 use super::queue::{ClaimToken, Settlement, TO_SEND, claimed_delivery, settle_in};
-use super::txn::PgTxn;
+use super::txn::{Held, PgTxn};
 use crate::delivery::Subscriptions;
 use crate::ids::DeliveryId;
 use crate::plugins::{ChainOutcome, Rendered};
@@ -116,7 +116,7 @@ impl Backend for PgBackend {
             hold: (ClaimToken::new(), *lease),
             now: now_millis(),
         };
-        let mut held = Vec::new();
+        let mut held = Held::default();
         let mut attempts = Vec::new();
         let mut applied = Vec::with_capacity(commands.len());
         for command in commands.iter_mut() {
@@ -154,7 +154,7 @@ impl Backend for PgBackend {
                 Command::Replay { id, payload, .. } => {
                     let outcome = batch.replay(*id, payload.as_ref(), after)?;
                     if matches!(outcome, ReplayOutcome::Scheduled) {
-                        held.push(*id);
+                        held.ids.push(*id);
                     }
                     Applied::Replayed(outcome)
                 }
@@ -179,9 +179,10 @@ impl Backend for PgBackend {
             });
         }
         batch.settle(&mut attempts, after)?;
+        held.flush(runtime, &txn, batch.hold)?;
         let token = batch.hold.0;
         runtime.block_on(txn.commit())?;
-        claims.hold(held, token);
+        claims.hold(held.ids, token);
         Ok(applied)
     }
 
@@ -211,7 +212,7 @@ impl<'a, 't> Batch<'a, 't> {
         &'u self,
         subscriptions: &'u Subscriptions,
         after: &'u mut AfterCommit,
-        held: &'u mut Vec<DeliveryId>,
+        held: &'u mut Held,
     ) -> PgTxn<'u, 't> {
         PgTxn {
             runtime: self.runtime,
