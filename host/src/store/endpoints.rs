@@ -37,50 +37,25 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Vec<StoredEndpoint>, StoreError> {
         let txn = self.database().begin_write()?;
-        let mut all = Vec::new();
-        {
+        let all = {
             let mut table = txn.open_table(ENDPOINT_CONFIGS)?;
             let mut stored: Vec<StoredEndpoint> = Vec::new();
             for entry in table.iter()? {
                 let (_, raw) = entry?;
                 stored.push(serde_json::from_slice(raw.value())?);
             }
-            for config in configured {
-                let previous = stored.iter().find(|record| record.config.id == config.id);
-                if let Some(previous) = previous
-                    && !previous.from_config
-                {
-                    tracing::warn!(endpoint_id = %config.id,
-                        "the config file defines an endpoint with the id of one created over the API; the file's replaces it");
-                }
-                let record = StoredEndpoint {
-                    config: config.clone(),
-                    from_config: true,
-                    created_at: previous.map_or(now, |previous| previous.created_at),
-                    updated_at: now,
-                };
-                table.insert(config.id.as_str(), serde_json::to_vec(&record)?.as_slice())?;
-                all.push(record);
+            let seeded = seed(stored, configured, now);
+            for record in &seeded.all[..seeded.from_file] {
+                table.insert(
+                    record.config.id.as_str(),
+                    serde_json::to_vec(record)?.as_slice(),
+                )?;
             }
-            let mut from_api = Vec::new();
-            for record in stored {
-                if configured
-                    .iter()
-                    .any(|config| config.id == record.config.id)
-                {
-                    continue;
-                }
-                if record.from_config {
-                    tracing::info!(endpoint_id = %record.config.id,
-                        "endpoint removed from the config file; its pending deliveries are dead-lettered");
-                    table.remove(record.config.id.as_str())?;
-                } else {
-                    from_api.push(record);
-                }
+            for id in &seeded.removed {
+                table.remove(id.as_str())?;
             }
-            from_api.sort_by_key(|record| record.created_at);
-            all.extend(from_api);
-        }
+            seeded.all
+        };
         txn.commit()?;
         Ok(all)
     }
@@ -109,5 +84,65 @@ impl Tables<'_> {
     pub fn delete_stored_endpoint(&mut self, id: &str) -> Result<bool, StoreError> {
         self.endpoints.remove(id)?;
         Ok(self.endpoint_configs.remove(id)?.is_some())
+    }
+}
+
+/// What seeding leaves in `endpoint_configs`.
+pub(crate) struct Seeded {
+    /// Every endpoint in answer order: the file's, then the API's by creation time.
+    pub all: Vec<StoredEndpoint>,
+    /// How many of `all` (the first ones) come from the file and are written.
+    pub from_file: usize,
+    /// Ids of endpoints seeded from the file before and gone from it now.
+    pub removed: Vec<String>,
+}
+
+/// Merges the config file's endpoints into the `stored` ones (in id order), for either
+/// backend to write.
+pub(crate) fn seed(
+    stored: Vec<StoredEndpoint>,
+    configured: &[EndpointConfig],
+    now: UnixMillis,
+) -> Seeded {
+    let mut all: Vec<StoredEndpoint> = configured
+        .iter()
+        .map(|config| {
+            let previous = stored.iter().find(|record| record.config.id == config.id);
+            if previous.is_some_and(|previous| !previous.from_config) {
+                tracing::warn!(endpoint_id = %config.id,
+                    "the config file defines an endpoint with the id of one created over the API; the file's replaces it");
+            }
+            StoredEndpoint {
+                config: config.clone(),
+                from_config: true,
+                created_at: previous.map_or(now, |previous| previous.created_at),
+                updated_at: now,
+            }
+        })
+        .collect();
+    let from_file = all.len();
+    let mut removed = Vec::new();
+    let mut from_api = Vec::new();
+    for record in stored {
+        if configured
+            .iter()
+            .any(|config| config.id == record.config.id)
+        {
+            continue;
+        }
+        if record.from_config {
+            tracing::info!(endpoint_id = %record.config.id,
+                "endpoint removed from the config file; its pending deliveries are dead-lettered");
+            removed.push(record.config.id);
+        } else {
+            from_api.push(record);
+        }
+    }
+    from_api.sort_by_key(|record| record.created_at);
+    all.extend(from_api);
+    Seeded {
+        all,
+        from_file,
+        removed,
     }
 }

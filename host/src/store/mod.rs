@@ -149,6 +149,32 @@ pub enum PendingDelivery {
     },
 }
 
+/// The body bytes a lane's read may load: at most `limit` in all, except that an unlimited
+/// read (`usize::MAX`) takes its first body whatever its size, so one larger than a lane's
+/// bound still goes out alone.
+pub(crate) struct ByteBudget {
+    limit: usize,
+    used: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, used: 0 }
+    }
+
+    /// Whether `delivery` fits (`first`: nothing is taken yet), counting its body if so.
+    pub fn admits(&mut self, delivery: &PendingDelivery, first: bool) -> bool {
+        if let PendingDelivery::Ready { body, .. } = delivery {
+            let alone = first && self.limit == usize::MAX;
+            if self.used.saturating_add(body.len()) > self.limit && !alone {
+                return false;
+            }
+            self.used += body.len();
+        }
+        true
+    }
+}
+
 impl PendingDelivery {
     pub fn record(&self) -> &DeliveryRecord {
         match self {
@@ -359,15 +385,11 @@ impl Store {
             ids.push(id);
         }
         drop(due);
-        let mut bytes = 0;
+        let mut budget = ByteBudget::new(byte_budget);
         self.pending_in(&txn, &ids, |delivery| {
-            if let PendingDelivery::Ready { body, .. } = &delivery {
-                let first = batch.deliveries.is_empty() && byte_budget == usize::MAX;
-                if bytes + body.len() > byte_budget && !first {
-                    batch.complete = false;
-                    return false;
-                }
-                bytes += body.len();
+            if !budget.admits(&delivery, batch.deliveries.is_empty()) {
+                batch.complete = false;
+                return false;
             }
             batch.deliveries.push(delivery);
             true

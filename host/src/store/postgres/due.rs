@@ -16,7 +16,7 @@ use super::PgStore;
 use super::claims::{Claims, release};
 use super::queue::PgQueue;
 use crate::ids::DeliveryId;
-use crate::store::{DueBatch, DueSource, PendingDelivery, StoreError};
+use crate::store::{ByteBudget, DueBatch, DueSource, StoreError};
 use crate::time::UnixMillis;
 
 /// Claims due deliveries for this node's lanes.
@@ -74,16 +74,12 @@ impl DueSource for PgDue {
             next_at: Some(now + u64::try_from(self.poll.as_millis()).unwrap_or(u64::MAX)),
             deliveries: Vec::with_capacity(claimed.deliveries.len()),
         };
-        let mut bytes = 0;
+        let mut budget = ByteBudget::new(byte_budget);
         let mut over = Vec::new();
         for delivery in claimed.deliveries {
-            if let PendingDelivery::Ready { body, .. } = &delivery {
-                let first = batch.deliveries.is_empty() && byte_budget == usize::MAX;
-                if !over.is_empty() || (bytes + body.len() > byte_budget && !first) {
-                    over.push(delivery.record().id);
-                    continue;
-                }
-                bytes += body.len();
+            if !over.is_empty() || !budget.admits(&delivery, batch.deliveries.is_empty()) {
+                over.push(delivery.record().id);
+                continue;
             }
             batch.deliveries.push(delivery);
         }

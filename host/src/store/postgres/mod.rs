@@ -44,6 +44,27 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long getting a connection may take: connect, or wait for a free one in the pool.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A uuid column value for a typed id.
+pub(crate) fn uuid(raw: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(raw)
+}
+
+/// A non-negative column value as the unsigned type the records use.
+pub(crate) fn unsigned<T: TryFrom<i64> + Default>(value: impl Into<i64>) -> T {
+    T::try_from(value.into()).unwrap_or_default()
+}
+
+/// The current-thread runtime a blocking thread (the queue writer's) drives its own
+/// connection on.
+pub(crate) fn blocking_runtime() -> Result<tokio::runtime::Runtime, StoreError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| StoreError::Unavailable {
+            message: format!("cannot start the PostgreSQL writer's runtime: {err}"),
+        })
+}
+
 /// A pool of connections to one PostgreSQL database; cheap to clone.
 #[derive(Clone)]
 pub struct PgStore {

@@ -33,7 +33,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, unsigned, uuid};
 use crate::ids::{DeliveryId, EventId};
 use crate::queue::{
     AttemptReport, Decision, DeliveryContent, EventSummary, NewEvent, PublishOutcome,
@@ -121,11 +121,6 @@ struct NotifyState {
 
 /// One statement parameter.
 type Param = dyn tokio_postgres::types::ToSql + Sync;
-
-/// A uuid column value for a typed id.
-fn uuid(raw: u128) -> Uuid {
-    Uuid::from_u128(raw)
-}
 
 fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1_000.0
@@ -605,11 +600,6 @@ pub(crate) fn claimed_delivery(row: &tokio_postgres::Row) -> Result<PendingDeliv
         None => crate::events::default_body(record.event_id, &event_type, created_at, &data),
     };
     Ok(PendingDelivery::Ready { record, body })
-}
-
-/// A non-negative column value as the unsigned type the records use.
-fn unsigned<T: TryFrom<i64> + Default>(value: impl Into<i64>) -> T {
-    T::try_from(value.into()).unwrap_or_default()
 }
 
 /// The summaries of events whose idempotency key was taken before this batch (or earlier in

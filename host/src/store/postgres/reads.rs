@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{PgStore, unsigned, uuid};
 use crate::config::EndpointConfig;
 use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::Payment;
@@ -125,7 +125,7 @@ impl PgReads {
             .iter()
             .map(record)
             .collect::<Result<Vec<StoredEndpoint>, _>>()?;
-        let seeded = seed(stored, configured, now);
+        let seeded = crate::store::endpoints::seed(stored, configured, now);
         let from_file = &seeded.all[..seeded.from_file];
         let ids: Vec<&str> = from_file.iter().map(|r| r.config.id.as_str()).collect();
         let json = from_file
@@ -676,74 +676,8 @@ fn attempt_record(row: &Row) -> AttemptRecord {
     }
 }
 
-/// What seeding leaves in `endpoint_configs`.
-struct Seeded {
-    /// Every endpoint in answer order: the file's, then the API's by creation time.
-    all: Vec<StoredEndpoint>,
-    /// How many of `all` (the first ones) come from the file and are written.
-    from_file: usize,
-    /// Ids of endpoints seeded from the file before and gone from it now.
-    removed: Vec<String>,
-}
-
-/// Merges the config file's endpoints into the `stored` ones (in id order), logging as the
-/// redb seeding logs.
-fn seed(stored: Vec<StoredEndpoint>, configured: &[EndpointConfig], now: UnixMillis) -> Seeded {
-    let mut all: Vec<StoredEndpoint> = configured
-        .iter()
-        .map(|config| {
-            let previous = stored.iter().find(|record| record.config.id == config.id);
-            if previous.is_some_and(|previous| !previous.from_config) {
-                tracing::warn!(endpoint_id = %config.id,
-                    "the config file defines an endpoint with the id of one created over the API; the file's replaces it");
-            }
-            StoredEndpoint {
-                config: config.clone(),
-                from_config: true,
-                created_at: previous.map_or(now, |previous| previous.created_at),
-                updated_at: now,
-            }
-        })
-        .collect();
-    let from_file = all.len();
-    let mut removed = Vec::new();
-    let mut from_api = Vec::new();
-    for record in stored {
-        if configured
-            .iter()
-            .any(|config| config.id == record.config.id)
-        {
-            continue;
-        }
-        if record.from_config {
-            tracing::info!(endpoint_id = %record.config.id,
-                "endpoint removed from the config file; its pending deliveries are dead-lettered");
-            removed.push(record.config.id);
-        } else {
-            from_api.push(record);
-        }
-    }
-    from_api.sort_by_key(|record| record.created_at);
-    all.extend(from_api);
-    Seeded {
-        all,
-        from_file,
-        removed,
-    }
-}
-
-/// A uuid column value for a typed id.
-fn uuid(raw: u128) -> Uuid {
-    Uuid::from_u128(raw)
-}
-
 fn delivery_id(id: Uuid) -> DeliveryId {
     DeliveryId::from_u128(id.as_u128())
-}
-
-/// A non-negative column value as the unsigned type the records use.
-fn unsigned<T: TryFrom<i64> + Default>(value: impl Into<i64>) -> T {
-    T::try_from(value.into()).unwrap_or_default()
 }
 
 /// A time or count as a bigint parameter.

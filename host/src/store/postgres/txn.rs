@@ -17,10 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::Address;
-use uuid::Uuid;
 
-use super::PgStore;
 use super::queue::{ClaimToken, insert_events, summary_of_new};
+use super::{PgStore, uuid};
 use crate::delivery::Subscriptions;
 use crate::ids::{DeliveryId, EventId, PaymentId};
 use crate::payments::{Payment, PaymentStatus};
@@ -58,12 +57,7 @@ pub struct PgUnits {
 impl PgUnits {
     /// Connects; must be called outside an async context (it blocks on the connection).
     pub fn connect(store: &PgStore, lease: Duration) -> Result<Self, StoreError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| StoreError::Unavailable {
-                message: format!("cannot start the PostgreSQL writer's runtime: {err}"),
-            })?;
+        let runtime = super::blocking_runtime()?;
         let client = runtime.block_on(store.dedicated("the unit-of-work writer"))?;
         Ok(Self {
             runtime,
@@ -158,10 +152,6 @@ impl Held {
         }
         Ok(())
     }
-}
-
-fn uuid(raw: u128) -> Uuid {
-    Uuid::from_u128(raw)
 }
 
 impl PgTxn<'_, '_> {

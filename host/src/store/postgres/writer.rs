@@ -59,12 +59,7 @@ impl PgBackend {
         claims: Arc<Claims>,
         lease: Duration,
     ) -> Result<Self, StoreError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| StoreError::Unavailable {
-                message: format!("cannot start the PostgreSQL writer's runtime: {err}"),
-            })?;
+        let runtime = super::blocking_runtime()?;
         Ok(Self {
             store,
             runtime,
@@ -199,7 +194,7 @@ impl Backend for PgBackend {
 }
 
 fn uuid(id: DeliveryId) -> Uuid {
-    Uuid::from_u128(id.as_u128())
+    super::uuid(id.as_u128())
 }
 
 impl<'a, 't> Batch<'a, 't> {
