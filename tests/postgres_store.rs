@@ -17,7 +17,7 @@ use hookgate::queue::{
 };
 use hookgate::store::postgres::PgStore;
 use hookgate::store::postgres::migrate::{MIGRATIONS, migrate};
-use hookgate::store::postgres::queue::{CLAIM, ClaimToken, Listener, PgQueue, Settlement};
+use hookgate::store::postgres::queue::{CLAIM, ClaimToken, Listener, Notice, PgQueue, Settlement};
 use hookgate::store::{AttemptRecord, PendingDelivery};
 use hookgate::time::now_millis;
 use serde_json::Value;
@@ -557,7 +557,7 @@ async fn a_publish_for_any_node_wakes_the_listeners_of_the_others() {
         .await
         .expect("a notification within 10 s")
         .expect("the listener is connected");
-    assert_eq!(payload, "crm\norders");
+    assert_eq!(payload, Notice::Due("crm\norders".to_owned()));
 
     queue
         .publish(&[event("order.paid", "{}", None, &["orders"])], Some(LEASE))
@@ -572,7 +572,8 @@ async fn a_publish_for_any_node_wakes_the_listeners_of_the_others() {
         .expect("a notification within 10 s")
         .expect("the listener is connected");
     assert_eq!(
-        payload, "late",
+        payload,
+        Notice::Due("late".to_owned()),
         "inside the gap the announcement waits for its end; held deliveries are announced to nobody"
     );
 }

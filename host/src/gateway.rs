@@ -1,6 +1,8 @@
 //! Wires the pieces into one running gateway: store → plugins → queue writer → lanes →
 //! scheduler → chain scanners → API.
 
+mod shared;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use crate::queue::{self, PublishOutcome, QueueError, QueueHandle, ReplayOutcome}
 use crate::store::postgres::claims::{self, Claims};
 use crate::store::postgres::due::PgDue;
 use crate::store::postgres::leader::ChainLease;
-use crate::store::postgres::queue::Listener;
+use crate::store::postgres::queue::{Listener, Notice};
 use crate::store::postgres::reads::PgReads;
 use crate::store::postgres::writer::PgBackend;
 use crate::store::postgres::{PgStore, migrate};
@@ -102,8 +104,11 @@ pub struct Gateway {
     checks: Arc<Checks>,
     /// Endpoint changes one at a time, so each is applied in the order it committed.
     endpoint_edits: tokio::sync::Mutex<()>,
-    /// Where uploaded plugins are written, so a restart keeps them.
+    /// Where uploaded plugins are written, so a restart keeps them (redb), or the drop box
+    /// for the shared store (PostgreSQL).
     plugins_dir: Option<std::path::PathBuf>,
+    /// The database every node shares plugins through (PostgreSQL).
+    shared: Option<PgStore>,
 }
 
 impl Gateway {
@@ -119,10 +124,13 @@ impl Gateway {
         // async worker thread, so plugins are loaded on a blocking thread.
         let plugins_config = config.clone();
         let cache_key = CacheKey::new(backing.plugin_cache_key().await?);
-        let plugins =
-            tokio::task::spawn_blocking(move || start_plugins(&plugins_config, cache_key))
-                .await
-                .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
+        let shared_store = backing.shared();
+        let runtime = tokio::runtime::Handle::current();
+        let plugins = tokio::task::spawn_blocking(move || {
+            start_plugins(&plugins_config, cache_key, shared_store, runtime)
+        })
+        .await
+        .map_err(|err| PluginError::Engine(format!("plugin loading panicked: {err}")))??;
         let disabled: HashMap<String, Option<String>> = reads
             .endpoint_states()?
             .into_iter()
@@ -179,28 +187,42 @@ impl Gateway {
                 }
             }
         }
+        let config_changed = Arc::new(tokio::sync::Notify::new());
         if let Backing::Postgres(pg) = &backing {
             tokio::spawn(claims::renew(
                 pg.store.clone(),
                 pg.claims.clone(),
                 CLAIM_LEASE,
             ));
-            tokio::spawn(listen(pg.store.clone(), dispatcher.clone()));
+            tokio::spawn(listen(
+                pg.store.clone(),
+                dispatcher.clone(),
+                config_changed.clone(),
+            ));
         }
-        Ok(Arc::new(Self {
+        let gateway = Arc::new(Self {
             checks: Arc::new(Checks {
                 delivery: config.delivery.clone(),
                 egress: config.egress.guard()?,
             }),
             endpoint_edits: tokio::sync::Mutex::new(()),
             plugins_dir: config.plugins.dir.clone(),
+            shared: backing.shared(),
             chains,
             payments,
             store: reads,
             queue,
             dispatcher,
             plugins,
-        }))
+        });
+        if let Some(store) = backing.shared() {
+            tokio::spawn(shared::follow(
+                Arc::downgrade(&gateway),
+                store,
+                config_changed,
+            ));
+        }
+        Ok(gateway)
     }
 
     /// Fans the events out, commits them durably and returns what was committed.
@@ -379,18 +401,83 @@ impl Gateway {
             Some(Ok(Edited::Stored { record, disabled })) => {
                 self.apply_endpoint(record.clone(), disabled.clone());
             }
-            Some(Ok(Edited::Deleted(record))) => {
-                let id = &record.config.id;
-                if let Some(subscriber) = self.subscriptions().remove(id) {
-                    // Its lane keeps the subscriber, disabled: what it still holds or finds
-                    // in the store is dead-lettered with this reason.
-                    subscriber.set_disabled(Some(format!("endpoint `{id}` was deleted")));
-                    self.dispatcher.endpoint_updated(&subscriber);
-                }
-            }
+            Some(Ok(Edited::Deleted(record))) => self.remove_endpoint(&record.config.id),
             Some(Err(_)) | None => {}
         }
         Ok(output)
+    }
+
+    /// Takes a deleted endpoint out of force.
+    fn remove_endpoint(&self, id: &str) {
+        if let Some(subscriber) = self.subscriptions().remove(id) {
+            // Its lane keeps the subscriber, disabled: what it still holds or finds in the
+            // store is dead-lettered with this reason.
+            subscriber.set_disabled(Some(format!("endpoint `{id}` was deleted")));
+            self.dispatcher.endpoint_updated(&subscriber);
+        }
+    }
+
+    /// Installs `bytes` as plugin `name` where a restart finds it: the plugins directory
+    /// (redb), or the database every node loads from (PostgreSQL). The version in force
+    /// stays when the component is refused.
+    pub async fn install_plugin(
+        &self,
+        name: &str,
+        bytes: axum::body::Bytes,
+    ) -> Result<(), InstallError> {
+        let registry = self.plugins.clone();
+        let name = name.to_owned();
+        let installed = match (&self.shared, &self.plugins_dir) {
+            (Some(store), _) => {
+                let (store, runtime) = (store.clone(), tokio::runtime::Handle::current());
+                tokio::task::spawn_blocking(move || {
+                    shared::publish(&registry, &store, &runtime, &name, &bytes).map_err(|err| {
+                        match err {
+                            shared::PublishError::Refused(err) => InstallError::Refused(err),
+                            shared::PublishError::Store(err) => InstallError::Store(err),
+                        }
+                    })
+                })
+                .await
+            }
+            (None, Some(dir)) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    registry.install(&name, &bytes)?;
+                    crate::plugins::watcher::save(&dir, &name, &bytes).map_err(|err| {
+                        InstallError::Save(format!(
+                            "plugin `{name}` is loaded but could not be written to the plugins \
+                             directory, so a restart would lose it: {err}"
+                        ))
+                    })
+                })
+                .await
+            }
+            (None, None) => return Err(InstallError::NoDir),
+        };
+        installed
+            .map_err(|err| InstallError::Save(format!("loading the plugin panicked: {err}")))?
+    }
+
+    /// Unloads plugin `name` and removes it where a restart would find it (its file, and on
+    /// PostgreSQL its row, so every node unloads it).
+    pub async fn delete_plugin(&self, name: &str) -> Result<(), InstallError> {
+        if let Some(store) = &self.shared {
+            crate::store::postgres::shared::delete_plugin(store, name).await?;
+        }
+        if let Some(dir) = &self.plugins_dir {
+            match std::fs::remove_file(dir.join(format!("{name}.wasm"))) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => {
+                    return Err(InstallError::Save(format!(
+                        "cannot remove the file of plugin `{name}`: {err}"
+                    )));
+                }
+            }
+        }
+        self.plugins.remove(name);
+        Ok(())
     }
 
     /// Puts a committed endpoint record in force.
@@ -473,6 +560,20 @@ pub struct Recovered {
     pub more: bool,
 }
 
+/// A plugin upload or removal that did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// redb keeps uploads in the plugins directory; none is configured.
+    #[error("set [plugins] dir so uploaded plugins survive a restart")]
+    NoDir,
+    #[error(transparent)]
+    Refused(#[from] PluginError),
+    #[error("{0}")]
+    Save(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A replay that could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -524,6 +625,14 @@ impl Backing {
             claims: Arc::new(Claims::default()),
             store,
         })))
+    }
+
+    /// The database the nodes share endpoints and plugins through, if there is one.
+    fn shared(&self) -> Option<PgStore> {
+        match self {
+            Self::Redb(_) => None,
+            Self::Postgres(pg) => Some(pg.store.clone()),
+        }
     }
 
     fn reads(&self) -> Arc<dyn Reads> {
@@ -619,14 +728,22 @@ async fn scan_while_leader(store: PgStore, first: Scanner, again: impl Fn() -> S
     }
 }
 
-/// Wakes this node's lanes when another node leaves due work for everyone; listens again
-/// after the connection was lost (each lane's poll covers the gap).
-async fn listen(store: PgStore, dispatcher: Arc<Dispatcher>) {
+/// Wakes this node's lanes when another node leaves due work for everyone, and its
+/// follower of the shared configuration when that changed; listens again after the
+/// connection was lost (each lane's poll and the version poll cover the gap).
+async fn listen(
+    store: PgStore,
+    dispatcher: Arc<Dispatcher>,
+    config_changed: Arc<tokio::sync::Notify>,
+) {
     loop {
         match Listener::start(&store).await {
             Ok(mut listener) => {
-                while let Some(payload) = listener.next().await {
-                    dispatcher.announced(&payload);
+                while let Some(notice) = listener.next().await {
+                    match notice {
+                        Notice::Due(payload) => dispatcher.announced(&payload),
+                        Notice::Config => config_changed.notify_one(),
+                    }
                 }
             }
             Err(err) => {
@@ -637,8 +754,14 @@ async fn listen(store: PgStore, dispatcher: Arc<Dispatcher>) {
     }
 }
 
-/// Builds the plugin runtime, loads the plugins directory and starts watching it.
-fn start_plugins(config: &Config, cache_key: CacheKey) -> Result<Arc<PluginRegistry>, StartError> {
+/// Builds the plugin runtime, loads the plugins (from the shared store on PostgreSQL, then
+/// the plugins directory) and starts watching the directory.
+fn start_plugins(
+    config: &Config,
+    cache_key: CacheKey,
+    shared_store: Option<PgStore>,
+    runtime: tokio::runtime::Handle,
+) -> Result<Arc<PluginRegistry>, StartError> {
     let cache_dir = config.plugins.cache_dir.clone().unwrap_or_else(|| {
         let parent = config
             .store
@@ -647,15 +770,36 @@ fn start_plugins(config: &Config, cache_key: CacheKey) -> Result<Arc<PluginRegis
             .unwrap_or(std::path::Path::new(""));
         parent.join("plugin-cache")
     });
-    let runtime = PluginRuntime::new(
+    let plugin_runtime = PluginRuntime::new(
         Limits::from_config(&config.plugins),
         Some((cache_dir, cache_key)),
     )?;
-    let registry = Arc::new(PluginRegistry::new(runtime));
-    if let Some(dir) = &config.plugins.dir {
-        let mut watcher = Watcher::new(registry.clone(), dir.clone());
-        watcher.poll();
-        watcher.spawn()?;
+    let registry = Arc::new(PluginRegistry::new(plugin_runtime));
+    match shared_store {
+        None => {
+            if let Some(dir) = &config.plugins.dir {
+                let mut watcher = Watcher::new(registry.clone(), dir.clone());
+                watcher.poll();
+                watcher.spawn()?;
+            }
+        }
+        Some(store) => {
+            runtime.block_on(async {
+                let stored = crate::store::postgres::shared::load(&store).await?;
+                shared::sync_plugins(&registry, &store, &stored.plugins, &mut HashMap::new()).await;
+                Ok::<_, StoreError>(())
+            })?;
+            if let Some(dir) = &config.plugins.dir {
+                let target = shared::Publish {
+                    registry: registry.clone(),
+                    store,
+                    runtime,
+                };
+                let mut watcher = Watcher::with_target(target, dir.clone());
+                watcher.poll();
+                watcher.spawn()?;
+            }
+        }
     }
     for endpoint in &config.endpoints {
         for step in &endpoint.plugins {

@@ -1,12 +1,12 @@
 //! `/v1/plugins`: list what is loaded; upload (`PUT`), delete and dry-run a plugin.
 //!
 //! An upload goes through exactly what a file dropped in the watched directory goes through
-//! (size cap, compile, type check, smoke call, atomic swap), then is written to that
-//! directory under a temporary name and renamed, so a restart loads the same version and
-//! the watcher sees nothing new. A dry run calls the version in force with the production
+//! (size cap, compile, type check, smoke call, atomic swap). On redb it is then written to
+//! that directory under a temporary name and renamed, so a restart loads the same version
+//! and the watcher sees nothing new; on PostgreSQL it is stored in the database, and every
+//! node loads it from there. A dry run calls the version in force with the production
 //! limits.
 
-use std::path::Path as FsPath;
 use std::time::Instant;
 
 use axum::Json;
@@ -21,7 +21,7 @@ use super::error::ErrorBody;
 use super::events::parse;
 use super::{ApiError, ApiState};
 use crate::config::is_plugin_name;
-use crate::plugins::PluginError;
+use crate::gateway::InstallError;
 use crate::plugins::registry::PluginStatus;
 use crate::time::rfc3339;
 
@@ -72,9 +72,6 @@ pub async fn upload(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_name(&name)?;
-    let Some(dir) = state.gateway.plugins_dir().map(FsPath::to_path_buf) else {
-        return Err(no_dir());
-    };
     let registry = state.gateway.plugins().clone();
     let cap = registry.runtime().limits().wasm_bytes;
     if body.len() > cap {
@@ -88,27 +85,20 @@ pub async fn upload(
         ));
     }
     let existed = registry.get(&name).is_some();
-    let task_name = name.clone();
-    let installed = tokio::task::spawn_blocking(move || {
-        let plugin = registry.install(&task_name, &body)?;
-        let saved = save(&dir, &task_name, &body);
-        Ok::<_, PluginError>((plugin, saved))
-    })
-    .await
-    .map_err(|err| ApiError::internal(format!("loading the plugin panicked: {err}")))?;
-    let (_plugin, saved) = installed.map_err(|err| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "plugin_invalid",
-            format!("plugin `{name}` was refused (the version in force, if any, stays): {err}"),
-        )
-    })?;
-    if let Err(err) = saved {
-        return Err(ApiError::internal(format!(
-            "plugin `{name}` is loaded but could not be written to the plugins directory, so a \
-             restart would lose it: {err}"
-        )));
-    }
+    state
+        .gateway
+        .install_plugin(&name, body)
+        .await
+        .map_err(|err| match err {
+            InstallError::NoDir => no_dir(),
+            InstallError::Refused(err) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "plugin_invalid",
+                format!("plugin `{name}` was refused (the version in force, if any, stays): {err}"),
+            ),
+            InstallError::Save(message) => ApiError::internal(message),
+            InstallError::Store(err) => ApiError::from(err),
+        })?;
     let status = state
         .gateway
         .plugins()
@@ -122,22 +112,6 @@ pub async fn upload(
         StatusCode::CREATED
     };
     Ok((code, Json(view(&status))).into_response())
-}
-
-/// Writes `bytes` as `dir/NAME.wasm` in one rename, so no reader sees half a file.
-fn save(dir: &FsPath, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let temporary = dir.join(format!(
-        ".{name}.wasm.{}.upload",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let mut file = std::fs::File::create(&temporary)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_all());
-    if let Err(err) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(err);
-    }
-    std::fs::rename(&temporary, dir.join(format!("{name}.wasm")))
 }
 
 /// Unloads a plugin and removes its file.
@@ -195,18 +169,14 @@ pub async fn delete(
             ),
         ));
     }
-    if let Some(dir) = state.gateway.plugins_dir() {
-        match std::fs::remove_file(dir.join(format!("{name}.wasm"))) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(ApiError::internal(format!(
-                    "cannot remove the file of plugin `{name}`: {err}"
-                )));
-            }
-        }
-    }
-    state.gateway.plugins().remove(&name);
+    state
+        .gateway
+        .delete_plugin(&name)
+        .await
+        .map_err(|err| match err {
+            InstallError::Store(err) => ApiError::from(err),
+            other => ApiError::internal(other.to_string()),
+        })?;
     Ok(StatusCode::NO_CONTENT)
 }
 

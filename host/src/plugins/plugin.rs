@@ -96,6 +96,11 @@ struct Warm {
     calls: u32,
 }
 
+/// A plugin version's name: the first 12 hex digits of the SHA-256 of its bytes.
+pub fn version_of(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..6])
+}
+
 /// A compiled, type-checked plugin version, ready to call.
 pub struct LoadedPlugin {
     pub name: String,
@@ -133,7 +138,7 @@ impl LoadedPlugin {
             .map_err(|err| PluginError::WrongWorld(first_line(&format!("{err:#}"))))?;
         let pre = WebhookPluginPre::new(instance_pre)
             .map_err(|err| PluginError::WrongWorld(first_line(&format!("{err:#}"))))?;
-        let version = hex::encode(&Sha256::digest(bytes)[..6]);
+        let version = version_of(bytes);
         Ok(Self {
             reference: format!("{name}@{version}").into(),
             name: name.to_owned(),

@@ -58,10 +58,28 @@ impl PluginRegistry {
 
     /// Loads, checks and swaps in `bytes` as plugin `name`. Blocking: compiles.
     pub fn install(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
-        let loaded = LoadedPlugin::load(&self.runtime, name, bytes).and_then(|plugin| {
-            plugin.smoke_test()?;
-            Ok(Arc::new(plugin))
-        });
+        match self.check(name, bytes) {
+            Ok(plugin) => {
+                self.put_in_force(name, plugin.clone());
+                Ok(plugin)
+            }
+            Err(err) => {
+                self.refuse(name, &err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Loads and checks `bytes` as plugin `name` (compile, type check, smoke call) without
+    /// putting it in force. Blocking: compiles.
+    pub fn check(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let plugin = LoadedPlugin::load(&self.runtime, name, bytes)?;
+        plugin.smoke_test()?;
+        Ok(Arc::new(plugin))
+    }
+
+    /// Swaps in a version that passed [`Self::check`].
+    pub fn put_in_force(&self, name: &str, plugin: Arc<LoadedPlugin>) {
         let mut status = self.status.write().unwrap_or_else(PoisonError::into_inner);
         let entry = status
             .entry(name.to_owned())
@@ -69,30 +87,20 @@ impl PluginRegistry {
                 name: name.to_owned(),
                 ..PluginStatus::default()
             });
-        match loaded {
-            Ok(plugin) => {
-                entry.version = Some(plugin.version.clone());
-                entry.size = Some(plugin.size);
-                entry.loaded_at = Some(now_millis());
-                entry.from_cache = Some(plugin.from_cache);
-                entry.error = None;
-                self.plugins
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(name.to_owned(), plugin.clone());
-                tracing::info!(
-                    plugin = &*plugin.reference,
-                    from_cache = plugin.from_cache,
-                    "plugin loaded"
-                );
-                Ok(plugin)
-            }
-            Err(err) => {
-                drop(status);
-                self.refuse(name, &err);
-                Err(err)
-            }
-        }
+        entry.version = Some(plugin.version.clone());
+        entry.size = Some(plugin.size);
+        entry.loaded_at = Some(now_millis());
+        entry.from_cache = Some(plugin.from_cache);
+        entry.error = None;
+        self.plugins
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.to_owned(), plugin.clone());
+        tracing::info!(
+            plugin = &*plugin.reference,
+            from_cache = plugin.from_cache,
+            "plugin loaded"
+        );
     }
 
     /// Records that a new version of `name` was refused; the version in force (if any) stays.
@@ -111,10 +119,14 @@ impl PluginRegistry {
 
     /// Whether `bytes` is exactly the version of `name` already in force.
     pub fn is_current(&self, name: &str, bytes: &[u8]) -> bool {
-        use sha2::{Digest as _, Sha256};
-        let version = hex::encode(&Sha256::digest(bytes)[..6]);
+        let version = crate::plugins::plugin::version_of(bytes);
         self.get(name)
             .is_some_and(|plugin| plugin.version == version)
+    }
+
+    /// The version of `name` in force, if any.
+    pub fn version(&self, name: &str) -> Option<String> {
+        self.get(name).map(|plugin| plugin.version.clone())
     }
 
     /// Unloads `name` (its file was removed). Endpoints that use it fail their deliveries

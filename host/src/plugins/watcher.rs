@@ -7,6 +7,10 @@
 //! compile. A file caught half-written fails its load, keeps the old version in force, and is
 //! picked up again once its size or time changes. Copy to a temporary name and rename for
 //! a single clean swap.
+//!
+//! What a change does is the [`Target`]'s business: on redb the file is loaded into this
+//! node's registry ([`Local`]); on PostgreSQL it is published to the database for every node
+//! (see `gateway::shared`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,17 +31,63 @@ struct Stamp {
     modified: Option<SystemTime>,
 }
 
+/// What the watcher does with a new, changed or removed file.
+pub trait Target: Send + 'static {
+    /// The registry refusals are recorded in.
+    fn registry(&self) -> &Arc<PluginRegistry>;
+
+    /// File `name` is new or changed; `modified` is its modification time. An error means
+    /// "try this file again at the next poll" (it is logged).
+    fn changed(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        modified: Option<SystemTime>,
+    ) -> Result<(), String>;
+
+    /// File `name` is gone.
+    fn removed(&mut self, name: &str);
+}
+
+/// One node's registry follows the directory: a file in force is loaded, a removed one is
+/// unloaded.
+pub struct Local(pub Arc<PluginRegistry>);
+
+impl Target for Local {
+    fn registry(&self) -> &Arc<PluginRegistry> {
+        &self.0
+    }
+
+    fn changed(&mut self, name: &str, bytes: &[u8], _: Option<SystemTime>) -> Result<(), String> {
+        if !self.0.is_current(name, bytes) {
+            // Refusals are recorded in the plugin's status and logged by the registry.
+            let _ = self.0.install(name, bytes);
+        }
+        Ok(())
+    }
+
+    fn removed(&mut self, name: &str) {
+        self.0.remove(name);
+    }
+}
+
 /// The directory's view as of the last poll.
-pub struct Watcher {
-    registry: Arc<PluginRegistry>,
+pub struct Watcher<T: Target = Local> {
+    target: T,
     dir: PathBuf,
     seen: HashMap<String, Stamp>,
 }
 
-impl Watcher {
+impl Watcher<Local> {
     pub fn new(registry: Arc<PluginRegistry>, dir: PathBuf) -> Self {
+        Self::with_target(Local(registry), dir)
+    }
+}
+
+impl<T: Target> Watcher<T> {
+    pub fn with_target(target: T, dir: PathBuf) -> Self {
         Self {
-            registry,
+            target,
             dir,
             seen: HashMap::new(),
         }
@@ -57,18 +107,21 @@ impl Watcher {
                 continue;
             }
             self.seen.insert(name.clone(), *stamp);
-            let cap = self.registry.runtime().limits().wasm_bytes;
+            let registry = self.target.registry();
+            let cap = registry.runtime().limits().wasm_bytes;
             if stamp.len > cap as u64 {
                 // Refused before reading: a huge file costs no memory and no compile.
                 let err = PluginError::Invalid(too_large(stamp.len, cap));
-                self.registry.refuse(name, &err);
+                registry.refuse(name, &err);
                 continue;
             }
             match std::fs::read(path) {
-                Ok(bytes) if self.registry.is_current(name, &bytes) => {}
                 Ok(bytes) => {
-                    // Refusals are recorded in the plugin's status and logged by the registry.
-                    let _ = self.registry.install(name, &bytes);
+                    if let Err(err) = self.target.changed(name, &bytes, stamp.modified) {
+                        tracing::warn!(path = %path.display(), error = %err,
+                            "cannot take in the plugin file; trying again at the next poll");
+                        self.seen.remove(name);
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(path = %path.display(), error = %err, "cannot read plugin file");
@@ -84,7 +137,7 @@ impl Watcher {
             .collect();
         for name in gone {
             self.seen.remove(&name);
-            self.registry.remove(&name);
+            self.target.removed(&name);
         }
     }
 
@@ -106,6 +159,22 @@ impl Watcher {
             })
             .map(drop)
     }
+}
+
+/// Writes `bytes` as `dir/NAME.wasm` in one rename, so no reader sees half a file.
+pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = dir.join(format!(
+        ".{name}.wasm.{}.upload",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut file = std::fs::File::create(&temporary)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_all());
+    if let Err(err) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(err);
+    }
+    std::fs::rename(&temporary, dir.join(format!("{name}.wasm")))
 }
 
 /// `(name, path, stamp)` for every `NAME.wasm` with a valid plugin name.

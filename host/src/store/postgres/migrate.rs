@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "meta",
         sql: include_str!("../../../migrations/postgres/0003_meta.sql"),
     },
+    Migration {
+        version: 4,
+        name: "shared_config",
+        sql: include_str!("../../../migrations/postgres/0004_shared_config.sql"),
+    },
 ];
 
 /// The advisory lock key migrations hold (any constant the gateway uses for nothing else).

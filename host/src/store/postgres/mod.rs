@@ -24,6 +24,7 @@ pub mod migrate;
 pub mod queue;
 pub mod reads;
 pub mod retention;
+pub mod shared;
 pub mod txn;
 pub mod writer;
 

@@ -463,26 +463,40 @@ pub(crate) async fn insert_events(
     })
 }
 
-/// Notifications of new due work, on a connection of its own.
+/// What another node (or this one) announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// New due work for the endpoints named, one per line (or `*` for all).
+    Due(String),
+    /// The shared endpoints or plugins changed ([`super::shared::CHANNEL`]).
+    Config,
+}
+
+/// Notifications of new due work and of shared configuration changes, on a connection of
+/// its own.
 pub struct Listener {
-    payloads: tokio::sync::mpsc::Receiver<String>,
+    notices: tokio::sync::mpsc::Receiver<Notice>,
     /// Keeps the connection's session (and so its `LISTEN`) open.
     _client: tokio_postgres::Client,
 }
 
 impl Listener {
-    /// Starts listening on [`CHANNEL`]. Each payload names endpoints with new due work
-    /// (one per line, or `*`).
+    /// Starts listening on [`CHANNEL`] and [`super::shared::CHANNEL`].
     pub async fn start(store: &PgStore) -> Result<Self, StoreError> {
         let (client, mut connection) = store.config().connect(tokio_postgres::NoTls).await?;
-        let (tx, payloads) = tokio::sync::mpsc::channel(64);
+        let (tx, notices) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 match message {
                     Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                        let notice = if note.channel() == super::shared::CHANNEL {
+                            Notice::Config
+                        } else {
+                            Notice::Due(note.payload().to_owned())
+                        };
                         // A full channel already holds a wake-up; dropping this one loses
-                        // nothing the next claim would not find.
-                        let _ = tx.try_send(note.payload().to_owned());
+                        // nothing the next claim (or configuration poll) would not find.
+                        let _ = tx.try_send(notice);
                     }
                     Ok(_) => {}
                     Err(err) => {
@@ -492,17 +506,22 @@ impl Listener {
                 }
             }
         });
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client
+            .batch_execute(&format!(
+                "LISTEN {CHANNEL}; LISTEN {}",
+                super::shared::CHANNEL
+            ))
+            .await?;
         Ok(Self {
-            payloads,
+            notices,
             _client: client,
         })
     }
 
-    /// The next notification's payload; `None` once the connection is gone (listen again;
-    /// polling covers the gap).
-    pub async fn next(&mut self) -> Option<String> {
-        self.payloads.recv().await
+    /// The next notification; `None` once the connection is gone (listen again; polling
+    /// covers the gap).
+    pub async fn next(&mut self) -> Option<Notice> {
+        self.notices.recv().await
     }
 }
 
