@@ -16,6 +16,7 @@ use hookgate::queue::{
     AttemptReport, Decision, DeliveryContent, NewDelivery, NewEvent, PublishOutcome,
 };
 use hookgate::store::postgres::PgStore;
+use hookgate::store::postgres::claims::{Claims, renew_once};
 use hookgate::store::postgres::migrate::{MIGRATIONS, migrate};
 use hookgate::store::postgres::queue::{CLAIM, ClaimToken, Listener, Notice, PgQueue, Settlement};
 use hookgate::store::{AttemptRecord, PendingDelivery};
@@ -939,4 +940,79 @@ async fn a_payment_its_event_and_its_deliveries_commit_together_through_the_redb
         nothing_claimable(&queue, "orders").await,
         "the committing node holds the new delivery"
     );
+}
+
+/// Seconds from now until delivery `id`'s row falls due, by the database clock.
+async fn due_in(client: &tokio_postgres::Client, id: DeliveryId) -> f64 {
+    client
+        .query_one(
+            "SELECT extract(epoch FROM due_at - now())::float8 FROM queue WHERE delivery_id = $1",
+            &[&uuid::Uuid::from_u128(id.as_u128())],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewal_skips_rows_others_lock_and_drops_what_is_no_longer_held() {
+    let (store, queue, url) = fresh_queue().await;
+    let events: Vec<NewEvent> = (0..3)
+        .map(|n| event("order.paid", &format!(r#"{{"n":{n}}}"#), None, &["orders"]))
+        .collect();
+    queue.publish(&events, None).await.unwrap();
+    let claimed = queue.claim("orders", 10, LEASE).await.unwrap();
+    let ids: Vec<DeliveryId> = claimed.deliveries.iter().map(|d| ready(d).0).collect();
+    assert_eq!(ids.len(), 3);
+    let claims = Claims::default();
+    claims.hold(ids.iter().copied(), claimed.token);
+    let (locked, taken_over, mine) = (ids[0], ids[1], ids[2]);
+
+    // Another transaction holds one row's lock (as the writer does while settling it);
+    // another node took one over after a stall.
+    let mut other = postgres::connect(&url).await;
+    let writer = other.transaction().await.unwrap();
+    writer
+        .execute(
+            "SELECT 1 FROM queue WHERE delivery_id = $1 FOR UPDATE",
+            &[&uuid::Uuid::from_u128(locked.as_u128())],
+        )
+        .await
+        .unwrap();
+    let client = postgres::connect(&url).await;
+    client
+        .execute(
+            "UPDATE queue SET claim = gen_random_uuid() WHERE delivery_id = $1",
+            &[&uuid::Uuid::from_u128(taken_over.as_u128())],
+        )
+        .await
+        .unwrap();
+
+    let long = Duration::from_secs(3_600);
+    tokio::time::timeout(Duration::from_secs(10), renew_once(&store, &claims, long))
+        .await
+        .expect("the renewal does not wait for a locked row")
+        .unwrap();
+    assert!(due_in(&client, mine).await > 3_000.0, "renewed");
+    assert!(
+        due_in(&client, locked).await < 120.0,
+        "skipped, not waited for"
+    );
+    assert_eq!(claims.len(), 2, "the row taken over is no longer held");
+    assert!(claims.take(taken_over).is_none());
+
+    // Once the lock is gone, the next renewal catches the skipped row; a settled (deleted)
+    // row stops being held.
+    writer.rollback().await.unwrap();
+    client
+        .execute(
+            "DELETE FROM queue WHERE delivery_id = $1",
+            &[&uuid::Uuid::from_u128(mine.as_u128())],
+        )
+        .await
+        .unwrap();
+    renew_once(&store, &claims, long).await.unwrap();
+    assert!(due_in(&client, locked).await > 3_000.0);
+    assert_eq!(claims.len(), 1);
+    assert!(claims.take(locked).is_some());
 }

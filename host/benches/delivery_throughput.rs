@@ -22,6 +22,9 @@
 //! until the wall-clock bound stops it (its deliveries are parked): the steady phase's
 //! latencies then show what one pathological plugin costs the publisher and the healthy
 //! endpoint.
+//! `BENCH_NODES=N` (PostgreSQL only) starts N gateway nodes on one database; the publishers
+//! take turns among them, and the CPU figure is the nodes' sum. On 2 cores the point is that
+//! sharing one database costs no throughput, not a speed-up.
 //! `BENCH_PLUGIN=NAME` puts `target/plugins/NAME.wasm` in the endpoint's plugin chain, to compare
 //! throughput with and without a plugin.
 //! Run with `cargo bench -p hookgate --bench delivery_throughput`.
@@ -128,16 +131,19 @@ impl PublishedEvent {
     }
 }
 
-/// CPU seconds used so far by the gateway and, on PostgreSQL, the database server.
-fn cpu_of(gateway: u32, database: Option<u32>) -> (f64, Option<f64>) {
+/// CPU seconds used so far by the gateway nodes and, on PostgreSQL, the database server.
+fn cpu_of(nodes: &[u32], database: Option<u32>) -> (f64, Option<f64>) {
     (
-        cpu_seconds(gateway, false).unwrap_or(0.0),
+        nodes
+            .iter()
+            .map(|pid| cpu_seconds(*pid, false).unwrap_or(0.0))
+            .sum(),
         database.and_then(server_cpu_seconds),
     )
 }
 
 async fn bulk_phase(
-    gateway: Arc<Gateway>,
+    nodes: &[Arc<Gateway>],
     arrivals: Arc<Arrivals>,
     events: usize,
     within: Duration,
@@ -161,8 +167,8 @@ async fn bulk_phase(
     let next_batch = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|_| {
-            let gateway = gateway.clone();
+        .map(|publisher| {
+            let gateway = nodes[publisher % nodes.len()].clone();
             let bodies = bodies.clone();
             let next_batch = next_batch.clone();
             tokio::spawn(async move {
@@ -238,12 +244,12 @@ async fn bulk_phase(
     );
     println!("enqueue→delivered latency: {}", percentiles(&mut latency));
     if !missing.is_empty() {
-        explain_missing(&gateway, &missing).await;
+        explain_missing(&nodes[0], &missing).await;
     }
 }
 
 async fn steady_phase(
-    gateway: Arc<Gateway>,
+    nodes: &[Arc<Gateway>],
     arrivals: Arc<Arrivals>,
     rate: u64,
     seconds: u64,
@@ -263,7 +269,7 @@ async fn steady_phase(
     for seq in 0..total {
         let scheduled = started + interval.mul_f64(seq as f64);
         tokio::time::sleep_until(scheduled).await;
-        let gateway = gateway.clone();
+        let gateway = nodes[seq % nodes.len()].clone();
         let sent = sent.clone();
         let answered = answered.clone();
         let failures = failures.clone();
@@ -272,13 +278,15 @@ async fn steady_phase(
             let answer = gateway.post_json("/v1/events", &body).await;
             answered.lock().unwrap().push(scheduled.elapsed());
             let published = (answer.status == 201)
-                .then(|| serde_json::from_value::<PublishedEvent>(answer.json).ok())
+                .then(|| serde_json::from_value::<PublishedEvent>(answer.json.clone()).ok())
                 .flatten()
                 .and_then(|event| event.sent(scheduled.into_std()));
             match published {
                 Some(one) => sent.lock().unwrap().push(one),
                 None => {
-                    failures.fetch_add(1, Ordering::Relaxed);
+                    if failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                        println!("first failed publish: {answer:?}");
+                    }
                 }
             }
         }));
@@ -307,7 +315,7 @@ async fn steady_phase(
         percentiles(&mut latency)
     );
     if !missing.is_empty() {
-        explain_missing(&gateway, &missing).await;
+        explain_missing(&nodes[0], &missing).await;
     }
 }
 
@@ -371,15 +379,36 @@ fn main() {
             ));
             println!("a second endpoint's plugin stalls every call (sleepy, always)");
         }
-        let gateway = Arc::new(Gateway::start(&config).await);
-        let pid = gateway.pid();
+        let postgres = support::test_backend() == support::Backend::Postgres;
+        let count = env_number("BENCH_NODES", 1).max(1) as usize;
+        assert!(
+            count == 1 || postgres,
+            "BENCH_NODES > 1 needs HOOKGATE_TEST_BACKEND=postgres: nodes share a database"
+        );
+        let nodes: Vec<Arc<Gateway>> = if count == 1 {
+            vec![Arc::new(Gateway::start(&config).await)]
+        } else {
+            let url = support::postgres::cluster().fresh_database().await;
+            let mut nodes = Vec::new();
+            for _ in 0..count {
+                nodes.push(Arc::new(Gateway::start_node(&url, &config).await));
+            }
+            println!("{count} gateway nodes on one PostgreSQL database");
+            nodes
+        };
+        let pids: Vec<u32> = nodes.iter().map(|node| node.pid()).collect();
+        let rss = |pids: &[u32]| {
+            pids.iter()
+                .map(|pid| peak_rss(*pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
 
-        let database = (support::test_backend() == support::Backend::Postgres)
-            .then(|| support::postgres::cluster().postmaster_pid());
-        let cpu_before = cpu_of(pid, database);
-        bulk_phase(gateway.clone(), arrivals.clone(), events, within).await;
-        let cpu_after = cpu_of(pid, database);
-        println!("peak RSS after phase 1: {}", peak_rss(pid));
+        let database = postgres.then(|| support::postgres::cluster().postmaster_pid());
+        let cpu_before = cpu_of(&pids, database);
+        bulk_phase(&nodes, arrivals.clone(), events, within).await;
+        let cpu_after = cpu_of(&pids, database);
+        println!("peak RSS after phase 1: {}", rss(&pids));
         let delivered = arrivals.distinct().max(1) as f64;
         println!(
             "CPU per delivery, phase 1: gateway {:.0} µs, database {}",
@@ -391,8 +420,20 @@ fn main() {
             }
         );
         if seconds > 0 {
-            steady_phase(gateway.clone(), arrivals.clone(), rate, seconds, within).await;
-            println!("peak RSS after phase 2: {}", peak_rss(pid));
+            steady_phase(&nodes, arrivals.clone(), rate, seconds, within).await;
+            println!("peak RSS after phase 2: {}", rss(&pids));
+        }
+        for (number, node) in nodes.iter().enumerate() {
+            let problems = node.log_problems();
+            if !problems.is_empty() {
+                println!(
+                    "node {number} logged {} warnings or errors; the first few:",
+                    problems.len()
+                );
+                for line in problems.iter().take(5) {
+                    println!("  {line}");
+                }
+            }
         }
         let requests = arrivals.requests.load(Ordering::Relaxed);
         let distinct = arrivals.distinct();

@@ -275,6 +275,12 @@ pub struct StoreConfig {
     /// Connections to PostgreSQL this node keeps at most.
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
+    /// PostgreSQL: how long a node holds the deliveries it committed or claimed before
+    /// another node may take them over. Renewed every third of it while the node lives, so it
+    /// bounds how long a dead node's work waits (a shorter lease: sooner, for more renewal
+    /// writes), not how long a delivery may take. 3 s to 1 h.
+    #[serde(default = "default_claim_lease", with = "duration_text")]
+    pub claim_lease: Duration,
     /// The redb file; created on first start.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
@@ -305,6 +311,7 @@ impl Default for StoreConfig {
             backend: StoreBackend::default(),
             url: None,
             pool_size: default_pool_size(),
+            claim_lease: default_claim_lease(),
             path: default_store_path(),
             cache_mib: default_cache_mib(),
             retention: default_retention(),
@@ -329,6 +336,10 @@ pub enum StoreBackend {
 
 fn default_pool_size() -> usize {
     16
+}
+
+fn default_claim_lease() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_retention() -> Duration {
@@ -826,6 +837,9 @@ impl Config {
         }
         if store.pool_size == 0 {
             return invalid("store.pool_size must be at least 1".to_owned());
+        }
+        if !(Duration::from_secs(3)..=Duration::from_secs(3_600)).contains(&store.claim_lease) {
+            return invalid("store.claim_lease must be between 3s and 1h".to_owned());
         }
         let plugins = &self.plugins;
         if plugins.time_limit.is_zero()

@@ -30,11 +30,6 @@ use crate::store::postgres::{PgStore, migrate};
 use crate::store::{DueSource, Reads, Store, StoreError, StoredEndpoint};
 use crate::time::now_millis;
 
-/// How long a node holds a delivery it committed or claimed before another node may take it
-/// over (PostgreSQL). Renewed every third of it while the node lives, so it bounds how long a
-/// dead node's work waits, not how long a delivery may take.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(30);
-
 /// How often each lane looks for due work on PostgreSQL besides the notifications.
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -192,7 +187,7 @@ impl Gateway {
             tokio::spawn(claims::renew(
                 pg.store.clone(),
                 pg.claims.clone(),
-                CLAIM_LEASE,
+                config.store.claim_lease,
             ));
             tokio::spawn(listen(
                 pg.store.clone(),
@@ -595,6 +590,8 @@ struct Postgres {
     reads: Arc<PgReads>,
     /// The deliveries this node holds and their claim tokens.
     claims: Arc<Claims>,
+    /// How long this node's claims last unrenewed (`store.claim_lease`).
+    lease: Duration,
 }
 
 impl Backing {
@@ -623,6 +620,7 @@ impl Backing {
                 tokio::runtime::Handle::current(),
             )),
             claims: Arc::new(Claims::default()),
+            lease: config.store.claim_lease,
             store,
         })))
     }
@@ -667,7 +665,7 @@ impl Backing {
             Self::Postgres(pg) => Arc::new(PgDue::new(
                 pg.store.clone(),
                 pg.claims.clone(),
-                CLAIM_LEASE,
+                pg.lease,
                 POLL_EVERY,
                 tokio::runtime::Handle::current(),
             )),
@@ -682,12 +680,7 @@ impl Backing {
         Ok(match self {
             Self::Redb(store) => queue::writer::spawn(store.clone(), subscriptions, sink)?,
             Self::Postgres(pg) => queue::writer::spawn_backend(
-                PgBackend::new(
-                    pg.store.clone(),
-                    subscriptions,
-                    pg.claims.clone(),
-                    CLAIM_LEASE,
-                )?,
+                PgBackend::new(pg.store.clone(), subscriptions, pg.claims.clone(), pg.lease)?,
                 sink,
             )?,
         })

@@ -447,6 +447,16 @@ impl Gateway {
         .await
     }
 
+    /// The gateway's warnings and errors so far (its stderr lines at those levels).
+    #[allow(dead_code)] // Not every test binary reads them.
+    pub fn log_problems(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The last lines of the gateway's stderr.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();

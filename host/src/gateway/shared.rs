@@ -144,8 +144,11 @@ pub(super) async fn sync_plugins(
             refused.insert(plugin.name.clone(), plugin.version.clone());
         }
     }
+    // A name this node only saw refused from its own plugins directory stays listed with
+    // the reason; one that came from the database and left it goes.
     for status in registry.statuses() {
-        if !plugins.iter().any(|plugin| plugin.name == status.name) {
+        let shared = refused.contains_key(&status.name) || status.version.is_some();
+        if shared && !plugins.iter().any(|plugin| plugin.name == status.name) {
             refused.remove(&status.name);
             registry.remove(&status.name);
         }

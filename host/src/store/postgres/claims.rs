@@ -90,7 +90,34 @@ pub async fn renew(store: PgStore, claims: Arc<Claims>, lease: Duration) {
     }
 }
 
-/// One renewal of every held delivery's lease.
+/// Renews the leases of the held rows no other transaction has locked, and returns the held
+/// deliveries that are no longer this node's: their row carries another token (taken over
+/// after a stall), or is gone (settled). A row locked now (the writer is settling it, another
+/// node's claim is looking at it) is skipped rather than waited for, and stays held: waiting
+/// would take row locks in another order than the writer's transaction and could deadlock
+/// with it (seen in the delivery bench: the writer stalled for seconds until the server broke
+/// the deadlock). The next renewal, a third of a lease later, catches what was skipped.
+const RENEW: &str = "
+WITH held AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS h(id, claim)
+), locked AS MATERIALIZED (
+    SELECT q.delivery_id, q.claim FROM queue q
+     WHERE q.delivery_id = ANY($1::uuid[])
+     ORDER BY q.delivery_id
+       FOR UPDATE SKIP LOCKED
+), renewed AS (
+    UPDATE queue q
+       SET due_at = now() + $3::float8 * interval '1 millisecond'
+      FROM locked l JOIN held h ON h.id = l.delivery_id AND h.claim = l.claim
+     WHERE q.delivery_id = l.delivery_id
+ RETURNING q.delivery_id
+)
+SELECT h.id FROM held h
+ WHERE NOT EXISTS (SELECT 1 FROM renewed r WHERE r.delivery_id = h.id)
+   AND (EXISTS (SELECT 1 FROM locked l WHERE l.delivery_id = h.id)
+        OR NOT EXISTS (SELECT 1 FROM queue q WHERE q.delivery_id = h.id))";
+
+/// One renewal of every held delivery's lease (see [`RENEW`]).
 pub async fn renew_once(
     store: &PgStore,
     claims: &Claims,
@@ -99,21 +126,14 @@ pub async fn renew_once(
     let held = claims.snapshot();
     let (ids, tokens) = columns(&held);
     let client = store.client().await?;
-    let renewed: std::collections::HashSet<Uuid> = client
-        .query(
-            "UPDATE queue q
-                SET due_at = now() + $3::float8 * interval '1 millisecond'
-               FROM unnest($1::uuid[], $2::uuid[]) AS h(id, claim)
-              WHERE q.delivery_id = h.id AND q.claim = h.claim
-          RETURNING q.delivery_id",
-            &[&ids, &tokens, &(lease.as_secs_f64() * 1_000.0)],
-        )
+    let lost: std::collections::HashSet<Uuid> = client
+        .query(RENEW, &[&ids, &tokens, &(lease.as_secs_f64() * 1_000.0)])
         .await?
         .iter()
         .map(|row| row.get(0))
         .collect();
     for (id, token) in held {
-        if !renewed.contains(&Uuid::from_u128(id.as_u128())) {
+        if lost.contains(&Uuid::from_u128(id.as_u128())) {
             claims.forget(id, token);
         }
     }
