@@ -188,6 +188,8 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
     upload(&a, "shaper", b"not a component".to_vec())
         .await
         .assert_error(422, "plugin_invalid");
+    assert_eq!(version_on(&a, "shaper").await, second_version);
+    assert_eq!(version_on(&b, "shaper").await, second_version);
 
     // A node started later loads what the database holds before it serves.
     let c = Gateway::start_node(&url, "").await;
@@ -227,5 +229,34 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
             Value::is_null,
         )
         .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_a_410_disabled_on_one_node_is_disabled_on_the_other() {
+    let url = support::postgres::cluster().fresh_database().await;
+    // Only the first request is answered 410, so node b, which sends nothing before it, can
+    // learn of the disabling only from node a; its own test sends are answered 200.
+    let receiver = Receiver::start(|call| {
+        support::Reply::status(if call.nth_on_path == 1 { 410 } else { 200 })
+    })
+    .await;
+    let sections = support::endpoint("shop", &receiver.url("/gone"), "");
+    let a = Gateway::start_node(&url, &sections).await;
+    let b = Gateway::start_node(&url, &sections).await;
+
+    let event = a.publish("payment.confirmed", json!({"order": 1})).await;
+    receiver
+        .wait_for_event("/gone", text(&event, "id"), WAIT)
+        .await;
+    for node in [&a, &b] {
+        poll_until(
+            WAIT,
+            "every node to see the endpoint disabled by the 410",
+            || test_send(node),
+            |answer: &ApiResponse| answer.status == 409,
+        )
+        .await
+        .assert_error(409, "endpoint_disabled");
     }
 }

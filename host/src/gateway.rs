@@ -429,7 +429,10 @@ impl Gateway {
                     shared::publish(&registry, &store, &runtime, &name, &bytes).map_err(|err| {
                         match err {
                             shared::PublishError::Refused(err) => InstallError::Refused(err),
-                            shared::PublishError::Store(err) => InstallError::Store(err),
+                            shared::PublishError::Store(err) => InstallError::Save(format!(
+                                "plugin `{name}` passed its checks but could not be stored for \
+                                 the other nodes, so it is not in force: {err}"
+                            )),
                         }
                     })
                 })
@@ -457,6 +460,7 @@ impl Gateway {
     /// Unloads plugin `name` and removes it where a restart would find it (its file, and on
     /// PostgreSQL its row, so every node unloads it).
     pub async fn delete_plugin(&self, name: &str) -> Result<(), InstallError> {
+        let _one_at_a_time = self.plugins.changes().lock().await;
         if let Some(store) = &self.shared {
             crate::store::postgres::shared::delete_plugin(store, name).await?;
         }
@@ -778,6 +782,7 @@ fn start_plugins(
         }
         Some(store) => {
             runtime.block_on(async {
+                let _one_at_a_time = registry.changes().lock().await;
                 let stored = crate::store::postgres::shared::load(&store).await?;
                 shared::sync_plugins(&registry, &store, &stored.plugins, &mut HashMap::new()).await;
                 Ok::<_, StoreError>(())

@@ -2,7 +2,9 @@
 --
 -- Every row written to `endpoint_configs`, `endpoint_states` or `plugins` bumps
 -- `config_version` in the writing transaction and notifies channel `hookgate_config` when it
--- commits. A node reloads the endpoints and plugins on the notification, and also whenever
+-- commits. The triggers are deferred to the commit, so the one version row is locked last:
+-- a writer batch that disables an endpoint and then settles queue rows never holds it while
+-- waiting for another node's row locks (no deadlock), and holds it for the least time. A node reloads the endpoints and plugins on the notification, and also whenever
 -- the version it polls differs from the one it applied last (a notification is lost while
 -- the node's listening connection is down).
 
@@ -31,9 +33,9 @@ BEGIN
 END
 $$;
 
-CREATE TRIGGER endpoint_configs_changed AFTER INSERT OR UPDATE OR DELETE ON endpoint_configs
-    FOR EACH ROW EXECUTE FUNCTION config_changed();
-CREATE TRIGGER endpoint_states_changed AFTER INSERT OR UPDATE OR DELETE ON endpoint_states
-    FOR EACH ROW EXECUTE FUNCTION config_changed();
-CREATE TRIGGER plugins_changed AFTER INSERT OR UPDATE OR DELETE ON plugins
-    FOR EACH ROW EXECUTE FUNCTION config_changed();
+CREATE CONSTRAINT TRIGGER endpoint_configs_changed AFTER INSERT OR UPDATE OR DELETE ON endpoint_configs
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION config_changed();
+CREATE CONSTRAINT TRIGGER endpoint_states_changed AFTER INSERT OR UPDATE OR DELETE ON endpoint_states
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION config_changed();
+CREATE CONSTRAINT TRIGGER plugins_changed AFTER INSERT OR UPDATE OR DELETE ON plugins
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION config_changed();

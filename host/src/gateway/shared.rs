@@ -55,12 +55,8 @@ pub(super) async fn follow(gateway: Weak<Gateway>, store: PgStore, changed: Arc<
         let Some(gateway) = gateway.upgrade() else {
             return;
         };
-        match shared::load(&store).await {
-            Ok(config) => {
-                let version = config.version;
-                gateway.apply_shared(&store, config, &mut refused).await;
-                applied = Some(version);
-            }
+        match gateway.refresh(&store, &mut refused).await {
+            Ok(version) => applied = Some(version),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot load the shared endpoints and plugins; trying again");
                 tokio::time::sleep(SHARED_POLL).await;
@@ -70,15 +66,33 @@ pub(super) async fn follow(gateway: Weak<Gateway>, store: PgStore, changed: Arc<
 }
 
 impl Gateway {
+    /// Loads the shared configuration and puts in force what it has that this node does not;
+    /// returns the version applied. The snapshot is read under the locks local edits and
+    /// uploads take, so it is never older than a change this node already applied.
+    async fn refresh(
+        &self,
+        store: &PgStore,
+        refused: &mut HashMap<String, String>,
+    ) -> Result<i64, StoreError> {
+        let _plugin_changes = self.plugins.changes().lock().await;
+        let endpoint_edits = self.endpoint_edits.lock().await;
+        let config = shared::load(store).await?;
+        let version = config.version;
+        self.apply_shared(store, config, refused, endpoint_edits)
+            .await;
+        Ok(version)
+    }
+
     /// Puts in force what `config` has that this node does not.
     async fn apply_shared(
         &self,
         store: &PgStore,
         config: SharedConfig,
         refused: &mut HashMap<String, String>,
+        endpoint_edits: tokio::sync::MutexGuard<'_, ()>,
     ) {
         {
-            let _one_at_a_time = self.endpoint_edits.lock().await;
+            let _one_at_a_time = endpoint_edits;
             let mut stored = std::collections::HashSet::new();
             for (record, disabled) in config.endpoints {
                 stored.insert(record.config.id.clone());
@@ -112,7 +126,7 @@ fn same_record(a: &StoredEndpoint, b: &StoredEndpoint) -> bool {
 }
 
 /// Loads the plugin versions the database holds that this node does not run, and unloads
-/// the names the database no longer has.
+/// the names the database no longer has. The caller holds the registry's change lock.
 pub(super) async fn sync_plugins(
     registry: &Arc<PluginRegistry>,
     store: &PgStore,
@@ -127,9 +141,9 @@ pub(super) async fn sync_plugins(
             continue;
         }
         let wasm = match shared::plugin_wasm(store, &plugin.name).await {
-            Ok(Some((_, wasm))) => wasm,
-            // Deleted since the listing: the next load sees it gone.
-            Ok(None) => continue,
+            Ok(Some((version, wasm))) if version == plugin.version => wasm,
+            // Replaced or deleted since the listing: its notification brings the next load.
+            Ok(_) => continue,
             Err(err) => {
                 tracing::warn!(plugin = %plugin.name, error = %err, "cannot read the plugin from the shared store");
                 continue;
@@ -164,6 +178,7 @@ pub(super) fn publish(
     name: &str,
     bytes: &[u8],
 ) -> Result<(), PublishError> {
+    let _one_at_a_time = registry.changes().blocking_lock();
     let plugin = registry.check(name, bytes).map_err(|err| {
         registry.refuse(name, &err);
         PublishError::Refused(err)

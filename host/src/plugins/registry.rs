@@ -32,6 +32,9 @@ pub struct PluginRegistry {
     runtime: Arc<PluginRuntime>,
     plugins: RwLock<HashMap<String, Arc<LoadedPlugin>>>,
     status: RwLock<BTreeMap<String, PluginStatus>>,
+    /// Held across a change of several steps that must not interleave with another (on
+    /// PostgreSQL: check, store and swap in an upload; reload what the database holds).
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl PluginRegistry {
@@ -40,11 +43,17 @@ impl PluginRegistry {
             runtime,
             plugins: RwLock::new(HashMap::new()),
             status: RwLock::new(BTreeMap::new()),
+            changes: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn runtime(&self) -> &Arc<PluginRuntime> {
         &self.runtime
+    }
+
+    /// The lock that keeps multi-step changes apart (see the field).
+    pub fn changes(&self) -> &tokio::sync::Mutex<()> {
+        &self.changes
     }
 
     /// The version of `name` in force.
