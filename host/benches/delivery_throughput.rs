@@ -263,6 +263,7 @@ async fn steady_phase(
     let sent = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let answered = Arc::new(Mutex::new(Vec::with_capacity(total)));
     let failures = Arc::new(AtomicUsize::new(0));
+    let slow_shown = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let started = tokio::time::Instant::now();
     let mut requests = Vec::with_capacity(total);
@@ -273,10 +274,21 @@ async fn steady_phase(
         let sent = sent.clone();
         let answered = answered.clone();
         let failures = failures.clone();
+        let slow_shown = slow_shown.clone();
         requests.push(tokio::spawn(async move {
             let body = json!({"type": "payment.confirmed", "data": payload(seq)});
             let answer = gateway.post_json("/v1/events", &body).await;
-            answered.lock().unwrap().push(scheduled.elapsed());
+            let took = scheduled.elapsed();
+            answered.lock().unwrap().push(took);
+            if took > Duration::from_millis(100) && !slow_shown.swap(true, Ordering::Relaxed) {
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                println!(
+                    "first slow publish answer: {took:.1?}, answered at unix {:.3} s",
+                    unix.as_secs_f64()
+                );
+            }
             let published = (answer.status == 201)
                 .then(|| serde_json::from_value::<PublishedEvent>(answer.json.clone()).ok())
                 .flatten()
@@ -433,6 +445,16 @@ fn main() {
                 for line in problems.iter().take(5) {
                     println!("  {line}");
                 }
+            }
+        }
+        if postgres {
+            let moments = support::postgres::cluster().slow_moments();
+            println!(
+                "database: {} slow statements, autovacuum runs or checkpoints logged",
+                moments.len()
+            );
+            for line in moments.iter().rev().take(12).rev() {
+                println!("  {line}");
             }
         }
         let requests = arrivals.requests.load(Ordering::Relaxed);

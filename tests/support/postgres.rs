@@ -110,7 +110,9 @@ impl Cluster {
             ],
         );
         let conf = format!(
-            "listen_addresses = ''\nunix_socket_directories = '{}'\nmax_connections = 200\n",
+            "listen_addresses = ''\nunix_socket_directories = '{}'\nmax_connections = 200\n\
+             log_min_duration_statement = 200\nlog_autovacuum_min_duration = 0\n\
+             log_checkpoints = on\nlog_lock_waits = on\n",
             dir.display()
         );
         std::fs::OpenOptions::new()
@@ -188,6 +190,21 @@ impl Cluster {
     /// A plain connection (outside any pool) to database `name`, for inspecting it.
     pub async fn connect(&self, name: &str) -> tokio_postgres::Client {
         connect(&self.url(name)).await
+    }
+
+    /// What the server logged that explains a slow moment: statements over 200 ms,
+    /// autovacuum runs, checkpoints and lock waits.
+    #[allow(dead_code, reason = "the delivery bench prints it, the tests do not")]
+    pub fn slow_moments(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| {
+                ["duration:", "automatic", "checkpoint", "still waiting"]
+                    .iter()
+                    .any(|mark| line.contains(mark))
+            })
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The server's process id (its children are the backends), from `postmaster.pid`.
