@@ -9,21 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, ApiResponse, Gateway, Receiver, component, endpoint};
-
-async fn upload(gateway: &Gateway, name: &str, bytes: Vec<u8>) -> ApiResponse {
-    let request = gateway
-        .raw_client()
-        .put(gateway.url(&format!("/v1/plugins/{name}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/wasm")
-        .body(bytes);
-    gateway.send(request).await
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(component(name)).expect("reading a built plugin")
-}
+use support::{ApiResponse, Gateway, Receiver, endpoint, wasm};
 
 async fn dry_run(gateway: &Gateway, name: &str, event: Value, config: Value) -> ApiResponse {
     gateway
@@ -50,7 +36,7 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
     let mut gateway = Gateway::start(&sections(dir.path(), &chain)).await;
 
     // A new name: 201, loaded, and written to the directory byte for byte.
-    let first = upload(&gateway, "min-amount", wasm("noop")).await;
+    let first = gateway.upload_plugin("min-amount", wasm("noop")).await;
     assert_eq!(first.status, 201, "{first:#?}");
     let first_version = first.json["version"].as_str().unwrap().to_owned();
     assert_eq!(
@@ -58,21 +44,30 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
         wasm("noop")
     );
     // A new version of it: 200 and swapped.
-    let second = upload(&gateway, "min-amount", wasm("min-amount")).await;
+    let second = gateway
+        .upload_plugin("min-amount", wasm("min-amount"))
+        .await;
     assert_eq!(second.status, 200, "{second:#?}");
     let version = second.json["version"].as_str().unwrap().to_owned();
     assert_ne!(version, first_version);
     assert_eq!(second.json["size"], wasm("min-amount").len());
 
     // Refusals keep the version in force and say why.
-    let wrong = upload(&gateway, "min-amount", wasm("wrong-world")).await;
+    let wrong = gateway
+        .upload_plugin("min-amount", wasm("wrong-world"))
+        .await;
     let message = wrong.assert_error(422, "plugin_invalid");
     assert!(message.contains("version in force"), "{message}");
-    let garbage = upload(&gateway, "min-amount", b"not a component".to_vec()).await;
+    let garbage = gateway
+        .upload_plugin("min-amount", b"not a component".to_vec())
+        .await;
     garbage.assert_error(422, "plugin_invalid");
-    let oversized = upload(&gateway, "huge", vec![0u8; (1 << 20) + 1]).await;
+    let oversized = gateway
+        .upload_plugin("huge", vec![0u8; (1 << 20) + 1])
+        .await;
     oversized.assert_error(413, "too_large");
-    upload(&gateway, "bad.name", wasm("noop"))
+    gateway
+        .upload_plugin("bad.name", wasm("noop"))
         .await
         .assert_error(400, "invalid_body");
     let list = gateway.get_json("/v1/plugins").await.json;
@@ -128,7 +123,10 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
     );
 
     for hostile in ["trap-panic", "loop-forever"] {
-        assert_eq!(upload(&gateway, hostile, wasm(hostile)).await.status, 201);
+        assert_eq!(
+            gateway.upload_plugin(hostile, wasm(hostile)).await.status,
+            201
+        );
         let failed = dry_run(
             &gateway,
             hostile,
@@ -189,7 +187,7 @@ async fn uploads_are_checked_swapped_kept_and_dry_run_with_production_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_need_a_plugins_directory() {
     let gateway = Gateway::start("").await;
-    let answer = upload(&gateway, "noop", wasm("noop")).await;
+    let answer = gateway.upload_plugin("noop", wasm("noop")).await;
     let message = answer.assert_error(409, "no_plugins_dir");
     assert!(message.contains("[plugins] dir"), "{message}");
 }

@@ -110,6 +110,19 @@ async fn column<T: for<'a> tokio_postgres::types::FromSql<'a>>(
     rows.iter().map(|row| row.get(0)).collect()
 }
 
+/// Publishes `count` events with one `orders` delivery each, claims them all, and returns
+/// the claim's token and the deliveries' ids, oldest first.
+async fn publish_and_claim(queue: &PgQueue, count: usize) -> (ClaimToken, Vec<DeliveryId>) {
+    let events: Vec<NewEvent> = (0..count)
+        .map(|n| event("order.paid", &format!(r#"{{"n":{n}}}"#), None, &["orders"]))
+        .collect();
+    queue.publish(&events, None).await.unwrap();
+    let claimed = queue.claim("orders", 10, LEASE).await.unwrap();
+    let ids: Vec<DeliveryId> = claimed.deliveries.iter().map(|d| ready(d).0).collect();
+    assert_eq!(ids.len(), count);
+    (claimed.token, ids)
+}
+
 /// Whether a claim on `endpoint` now finds nothing due.
 async fn nothing_claimable(queue: &PgQueue, endpoint: &str) -> bool {
     queue
@@ -382,23 +395,17 @@ async fn a_held_delivery_waits_for_its_lease_and_a_late_result_from_the_old_hold
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_fall_due_by_the_database_clock_and_dead_letters_and_410s_leave_the_queue() {
     let (_, queue, url) = fresh_queue().await;
-    let events: Vec<NewEvent> = (0..3)
-        .map(|n| event("order.paid", &format!(r#"{{"n":{n}}}"#), None, &["orders"]))
-        .collect();
-    queue.publish(&events, None).await.unwrap();
-    let first = queue.claim("orders", 10, LEASE).await.unwrap();
-    let ids: Vec<DeliveryId> = first.deliveries.iter().map(|d| ready(d).0).collect();
-    assert_eq!(ids.len(), 3);
+    let (token, ids) = publish_and_claim(&queue, 3).await;
 
     let soon = now_millis() + 300;
     let later = now_millis() + 3_600_000;
     let settled = queue
         .settle(&[
-            settlement(ids[0], first.token, 1, Decision::Retry { at: soon }),
-            settlement(ids[1], first.token, 1, Decision::Retry { at: later }),
+            settlement(ids[0], token, 1, Decision::Retry { at: soon }),
+            settlement(ids[1], token, 1, Decision::Retry { at: later }),
             settlement(
                 ids[2],
-                first.token,
+                token,
                 1,
                 Decision::DisableEndpoint {
                     reason: "the receiver answered 410 Gone".to_owned(),
@@ -957,15 +964,9 @@ async fn due_in(client: &tokio_postgres::Client, id: DeliveryId) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_renewal_skips_rows_others_lock_and_drops_what_is_no_longer_held() {
     let (store, queue, url) = fresh_queue().await;
-    let events: Vec<NewEvent> = (0..3)
-        .map(|n| event("order.paid", &format!(r#"{{"n":{n}}}"#), None, &["orders"]))
-        .collect();
-    queue.publish(&events, None).await.unwrap();
-    let claimed = queue.claim("orders", 10, LEASE).await.unwrap();
-    let ids: Vec<DeliveryId> = claimed.deliveries.iter().map(|d| ready(d).0).collect();
-    assert_eq!(ids.len(), 3);
+    let (token, ids) = publish_and_claim(&queue, 3).await;
     let claims = Claims::default();
-    claims.hold(ids.iter().copied(), claimed.token);
+    claims.hold(ids.iter().copied(), token);
     let (locked, taken_over, mine) = (ids[0], ids[1], ids[2]);
 
     // Another transaction holds one row's lock (as the writer does while settling it);

@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, ApiResponse, Gateway, Receiver, component, listed_plugin, poll_until};
+use support::{ApiResponse, Gateway, Receiver, listed_plugin, poll_until};
 
 const SECRET: &str = "whsec_c2hhcmVkLWNvbmZpZy10ZXN0LXNlY3JldA==";
 /// Notifications arrive within milliseconds; the version poll (every 5 s) is the backstop.
@@ -131,20 +131,6 @@ async fn endpoint_changes_on_one_node_take_effect_on_the_other() {
     assert_eq!(fan_out(&b, "payment.expired").await, 0);
 }
 
-async fn upload(node: &Gateway, name: &str, bytes: Vec<u8>) -> ApiResponse {
-    let request = node
-        .raw_client()
-        .put(node.url(&format!("/v1/plugins/{name}")))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/wasm")
-        .body(bytes);
-    node.send(request).await
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    std::fs::read(component(name)).expect("reading a built plugin")
-}
-
 /// The version of `name` that `node` has in force (`null` when it has none).
 async fn version_on(node: &Gateway, name: &str) -> Value {
     listed_plugin(&node.get_json("/v1/plugins").await.json, name)["version"].clone()
@@ -162,7 +148,7 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
     .await;
 
     // No plugins directory is needed on PostgreSQL: the database keeps the upload.
-    let first = upload(&a, "shaper", wasm("noop")).await;
+    let first = a.upload_plugin("shaper", support::wasm("noop")).await;
     assert_eq!(first.status, 201, "{first:#?}");
     let first_version = first.json["version"].clone();
     poll_until(
@@ -174,7 +160,7 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
     .await;
 
     // A new version replaces the old one everywhere; a refused one changes nothing.
-    let second = upload(&a, "shaper", wasm("min-amount")).await;
+    let second = a.upload_plugin("shaper", support::wasm("min-amount")).await;
     assert_eq!(second.status, 200, "{second:#?}");
     let second_version = second.json["version"].clone();
     assert_ne!(first_version, second_version);
@@ -185,7 +171,7 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
         |version| *version == second_version,
     )
     .await;
-    upload(&a, "shaper", b"not a component".to_vec())
+    a.upload_plugin("shaper", b"not a component".to_vec())
         .await
         .assert_error(422, "plugin_invalid");
     assert_eq!(version_on(&a, "shaper").await, second_version);
@@ -197,7 +183,7 @@ async fn plugins_uploaded_to_one_node_are_loaded_by_every_node() {
 
     // A file dropped into one node's plugins directory is published to every node.
     let staged = drop_box.path().join(".filter.wasm.part");
-    std::fs::write(&staged, wasm("noop")).unwrap();
+    std::fs::write(&staged, support::wasm("noop")).unwrap();
     std::fs::rename(&staged, drop_box.path().join("filter.wasm")).unwrap();
     let dropped = poll_until(
         WAIT,

@@ -447,6 +447,18 @@ impl Gateway {
         .await
     }
 
+    /// `PUT /v1/plugins/{name}` with `bytes` as the component.
+    #[allow(dead_code)] // Not every test binary uploads plugins.
+    pub async fn upload_plugin(&self, name: &str, bytes: Vec<u8>) -> ApiResponse {
+        let request = self
+            .raw_client()
+            .put(self.url(&format!("/v1/plugins/{name}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/wasm")
+            .body(bytes);
+        self.send(request).await
+    }
+
     /// The gateway's warnings and errors so far (its stderr lines at those levels).
     #[allow(dead_code)] // Not every test binary reads them.
     pub fn log_problems(&self) -> Vec<String> {
@@ -1101,6 +1113,12 @@ pub fn component(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The bytes of [`component`] `name`.
+#[allow(dead_code)] // Not every test binary reads plugin bytes.
+pub fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(component(name)).expect("reading a built plugin")
 }
 
 /// `name`'s entry in a `GET /v1/plugins` answer, `null` when it is not listed.

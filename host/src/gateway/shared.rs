@@ -220,9 +220,9 @@ impl Target for Publish {
         }
         let stored = self
             .runtime
-            .block_on(shared::load(&self.store))
+            .block_on(shared::plugin(&self.store, name))
             .map_err(|err| err.to_string())?;
-        if let Some(row) = stored.plugins.iter().find(|row| row.name == name) {
+        if let Some(row) = stored {
             if row.version == version_of(bytes) {
                 return Ok(());
             }

@@ -82,11 +82,7 @@ pub async fn load(store: &PgStore) -> Result<SharedConfig, StoreError> {
         )
         .await?
         .iter()
-        .map(|row| SharedPlugin {
-            name: row.get(0),
-            version: row.get(1),
-            updated_at: super::unsigned(row.get::<_, i64>(2)),
-        })
+        .map(shared_plugin)
         .collect();
     txn.commit().await?;
     Ok(SharedConfig {
@@ -94,6 +90,28 @@ pub async fn load(store: &PgStore) -> Result<SharedConfig, StoreError> {
         endpoints,
         plugins,
     })
+}
+
+/// Plugin `name`'s row without its bytes, if the database has it.
+pub async fn plugin(store: &PgStore, name: &str) -> Result<Option<SharedPlugin>, StoreError> {
+    let client = store.client().await?;
+    let row = client
+        .query_opt(
+            "SELECT name, version, floor(extract(epoch FROM updated_at) * 1000)::int8
+               FROM plugins WHERE name = $1",
+            &[&name],
+        )
+        .await?;
+    Ok(row.as_ref().map(shared_plugin))
+}
+
+/// A row of `name, version, updated_at in unix milliseconds`.
+fn shared_plugin(row: &tokio_postgres::Row) -> SharedPlugin {
+    SharedPlugin {
+        name: row.get(0),
+        version: row.get(1),
+        updated_at: super::unsigned(row.get::<_, i64>(2)),
+    }
 }
 
 /// The version and bytes of plugin `name`, if the database has it.
